@@ -37,3 +37,8 @@ class OutputError(RelightError):
     """The output cannot be written where asked."""
 
     exit_code = 4
+
+
+class RelightWarning(UserWarning):
+    """A recoverable problem with an input (e.g. an HDRI that is not 2:1, or has NaN pixels) that
+    relight fixed up; shown to the user as a one-line warning."""

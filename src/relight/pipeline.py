@@ -1,0 +1,225 @@
+"""The pipeline: decode -> perception -> geometry -> lighting estimate -> render -> composite -> encode.
+
+:class:`Relighter` relights frames given as numpy arrays (the Python API's core);
+:func:`relight_file` runs the whole chain on a video or image file.
+"""
+from __future__ import annotations
+
+import os
+from time import perf_counter
+from collections import defaultdict
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from . import envmap
+from .colour import linear_to_srgb8, to_linear
+from .errors import UsageError
+from .hdri import load_hdri
+from .progress import Progress
+from .settings import BACKGROUND_KEYWORDS, RelightSettings, parse_color
+from .stages import composite as composite_stage
+from .stages.decode import open_background_media, open_input, open_matte, probe
+from .stages.encode import open_output, plan_output
+from .stages.geometry import estimate_geometry
+from .stages.lighting import estimate_source_lighting
+from .stages.perception import Perceiver
+from .stages.render import auto_exposure, prepare_target, render_person
+
+
+@dataclass
+class StageTimer:
+    """Wall-clock seconds spent in each stage, summed over frames."""
+
+    seconds: dict = field(default_factory=lambda: defaultdict(float))
+
+    def add(self, stage: str, since: float) -> float:
+        now = perf_counter()
+        self.seconds[stage] += now - since
+        return now
+
+
+def background_media_path(background: str) -> Optional[str]:
+    """The file named by ``--background``, or None for a keyword or a colour."""
+    if background in BACKGROUND_KEYWORDS or parse_color(background) is not None:
+        return None
+    return background
+
+
+class Relighter:
+    """Relights frames of one shot with fixed :class:`RelightSettings`.
+
+    >>> r = Relighter(RelightSettings(hdri="sunset", background="hdri"))
+    >>> out = r.process(rgb_uint8, time=0.0)   # (H, W, 3) uint8 sRGB, same size
+
+    ``process`` takes an (H, W, 3) uint8 sRGB frame, or a float32 scene-linear frame, and returns
+    uint8 sRGB, or float32 scene-linear when ``linear_output`` is True (default: the same kind as
+    the input). With ``background="transparent"`` the result has a 4th (alpha) channel:
+    straight alpha for uint8, premultiplied for float (the OpenEXR convention).
+    Frames of one video must be given in order, with their presentation ``time`` in seconds
+    (used by ``autorotate``).
+    """
+
+    def __init__(self, settings: RelightSettings = RelightSettings(), *, video: bool = True,
+                 linear_output: Optional[bool] = None, use_segmentation: bool = True):
+        self.settings = settings.validated()
+        self.hdri = load_hdri(settings.hdri)
+        pixels = self.hdri.pixels
+        self.pan0 = envmap.pan_for_light_from(pixels, settings.light_from) if settings.light_from else float(settings.pan)
+        self.exposure = auto_exposure(pixels, None if settings.autorotate else self.pan0)
+        self.linear_output = linear_output
+        self.perceiver = Perceiver(video=video, use_segmentation=use_segmentation)
+        self.timer = StageTimer()
+        self._background: Optional[composite_stage.BackgroundMaker] = None
+        self._targets: dict = {}
+        self._frames = 0
+
+    # -- lifecycle
+    def close(self) -> None:
+        self.perceiver.close()
+        media = self._background.media if self._background is not None else None
+        if media is not None and hasattr(media, "close"):
+            media.close()
+
+    def __enter__(self) -> "Relighter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- lighting placement
+    def pan_at(self, t: float) -> float:
+        """The pan (degrees) at presentation time ``t``: ``--pan`` (or ``--light-from``) plus
+        ``--autorotate`` degrees per second."""
+        return self.pan0 + self.settings.autorotate * float(t)
+
+    def _target(self, pan: float):
+        key = round(pan % 360.0, 6)
+        target = self._targets.get(key)
+        if target is None:
+            if len(self._targets) > 8:  # autorotate: a new pan every frame; keep the cache small
+                self._targets.clear()
+            target = self._targets[key] = prepare_target(self.hdri.pixels, pan)
+        return target
+
+    def _backgrounds(self, width: int, height: int) -> composite_stage.BackgroundMaker:
+        bg = self._background
+        if bg is None or (bg.width, bg.height) != (width, height):
+            s = self.settings
+            path = background_media_path(s.background)
+            media = open_background_media(path, width, height) if path else None
+            bg = self._background = composite_stage.BackgroundMaker(
+                s.background, width, height, vfov=s.vfov, bg_gain=s.bg_gain, blur=s.blur,
+                hdri=self.hdri.pixels, media=media)
+        return bg
+
+    # -- per frame
+    def process_composite(self, image: np.ndarray, *, time: float = 0.0, matte: Optional[np.ndarray] = None,
+                          index: Optional[int] = None, scene_linear: bool = False) -> composite_stage.Composite:
+        """Run every stage on one frame and return the :class:`~relight.stages.composite.Composite`."""
+        if image.ndim != 3 or image.shape[2] not in (3, 4):
+            raise UsageError(f"expected an (H, W, 3) RGB frame, got shape {image.shape}")
+        image = image[..., :3]
+        s = self.settings
+        h, w = image.shape[:2]
+        index = self._frames if index is None else index
+        self._frames += 1
+        t0 = perf_counter()
+        lin = to_linear(image)
+        rgb8 = image if image.dtype == np.uint8 else linear_to_srgb8(image)
+        t = self.timer.add("decode-convert", t0)
+        perception = self.perceiver.process(rgb8, external_matte=matte)
+        t = self.timer.add("perception", t)
+        person_in = composite_stage.decontaminate(lin, perception.matte)
+        geometry = estimate_geometry(perception, h, w)
+        t = self.timer.add("geometry", t)
+        source = estimate_source_lighting(person_in, perception, geometry)
+        t = self.timer.add("lighting", t)
+        pan = self.pan_at(time)
+        person = render_person(person_in, perception, geometry, source, self._target(pan), specular=s.specular)
+        person *= np.float32(self.exposure * s.fg_gain)
+        t = self.timer.add("render", t)
+        maker = self._backgrounds(w, h)
+        background = maker.make(index, lin, perception.matte, pan, self.exposure)
+        out = composite_stage.composite(person, lin, perception.matte, background, strength=s.strength,
+                                        scene_linear=scene_linear, background_is_scene=(maker.kind == "hdri"))
+        self.timer.add("composite", t)
+        return out
+
+    def process(self, image: np.ndarray, time: float = 0.0, matte: Optional[np.ndarray] = None) -> np.ndarray:
+        """Relight one frame; see the class docstring for types."""
+        linear = self.linear_output if self.linear_output is not None else image.dtype != np.uint8
+        comp = self.process_composite(image, time=time, matte=matte, scene_linear=linear)
+        return to_array(comp)
+
+
+def to_array(comp: composite_stage.Composite) -> np.ndarray:
+    """A composite -> uint8 sRGB (display) or float32 scene-linear, with alpha as a 4th channel."""
+    if comp.scene_linear:
+        if comp.alpha is None:
+            return comp.rgb.astype(np.float32, copy=False)
+        a = comp.alpha[..., None]
+        return np.concatenate([comp.rgb * a, a], axis=-1).astype(np.float32)
+    rgb8 = linear_to_srgb8(comp.rgb)
+    if comp.alpha is None:
+        return rgb8
+    a8 = np.clip(comp.alpha * 255.0 + 0.5, 0, 255).astype(np.uint8)[..., None]
+    return np.concatenate([rgb8, a8], axis=-1)
+
+
+def relight_file(input_path: str, output_path: str, settings: RelightSettings = RelightSettings(), *,
+                 matte: Optional[str] = None, overwrite: bool = False, codec: Optional[str] = None,
+                 crf: int = 18, preset: str = "veryfast", show_progress: bool = True,
+                 on_frame: Optional[Callable[[int], None]] = None) -> dict:
+    """Relight a video or image file and write ``output_path`` atomically.
+
+    Returns a summary: ``{"input", "output", "frames", "seconds", "fps", "width", "height",
+    "stages": {stage: seconds}}``. Raises :class:`~relight.errors.RelightError` subclasses with
+    one-line messages for bad input, options or outputs; nothing is left at ``output_path``
+    unless the run completes."""
+    settings = settings.validated()
+    info = probe(input_path)
+    inputs = [input_path] + [p for p in (matte, background_media_path(settings.background),
+                                         settings.hdri if os.path.exists(settings.hdri) else None) if p]
+    spec = plan_output(output_path, inputs, info, settings.background == "transparent", overwrite)
+    scene_linear = str(output_path).lower().endswith(".exr")
+    start = perf_counter()
+    with ExitStack() as stack:
+        relighter = stack.enter_context(Relighter(settings, video=info.is_video, use_segmentation=matte is None))
+        source = stack.enter_context(open_input(input_path))
+        mattes = open_matte(matte, info) if matte else None
+        if mattes is not None and hasattr(mattes, "close"):
+            stack.callback(mattes.close)
+        sink = stack.enter_context(open_output(spec, info, codec=codec, crf=crf, preset=preset,
+                                               audio_from=input_path if info.is_video else None))
+        progress = Progress(info.frame_count if info.is_video else None, label="relight", enabled=show_progress)
+        stack.callback(progress.close)
+        frames = 0
+        for frame in source:
+            m = mattes.get(frame.index) if mattes is not None else None
+            comp = relighter.process_composite(frame.rgb, time=frame.time, matte=m, index=frame.index,
+                                               scene_linear=scene_linear)
+            t = perf_counter()
+            rgb = comp.rgb if scene_linear else linear_to_srgb8(comp.rgb)
+            if scene_linear and comp.alpha is not None:
+                rgb = rgb * comp.alpha[..., None]  # EXR stores premultiplied colour
+            sink.write(rgb, comp.alpha)
+            relighter.timer.add("encode", t)
+            frames += 1
+            progress.update()
+            if on_frame is not None:
+                on_frame(frames)
+        stages = dict(relighter.timer.seconds)
+    seconds = perf_counter() - start
+    return {
+        "input": str(input_path),
+        "output": str(output_path),
+        "frames": frames,
+        "seconds": round(seconds, 3),
+        "fps": round(frames / seconds, 2) if seconds > 0 else 0.0,
+        "width": info.width,
+        "height": info.height,
+        "stages": {k: round(v, 3) for k, v in stages.items()},
+    }

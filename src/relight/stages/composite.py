@@ -1,0 +1,138 @@
+"""Compositing stage: the relit person over the chosen background, with one exposure and one
+tone mapping shared by the person and an HDRI background.
+
+Backgrounds: ``source`` (the input frame), ``source-blur`` (the input with the person removed
+and blurred), ``hdri`` (the HDRI seen through the virtual camera), ``transparent`` (alpha
+output), a ``#RRGGBB`` colour, or a user image/video (already scaled to cover the frame by the
+decode stage). Everything is mixed in linear light.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from .. import envmap
+from ..colour import srgb_to_linear, tonemap
+from ..settings import parse_color
+
+
+@dataclass
+class Composite:
+    """A finished frame. ``rgb`` is display-linear in [0, 1] (``scene_linear`` False) or
+    scene-linear (True, for EXR). ``alpha`` is None unless the background is transparent; then
+    ``rgb`` holds the un-premultiplied person colour."""
+
+    rgb: np.ndarray
+    alpha: Optional[np.ndarray]
+    scene_linear: bool
+
+
+def _blur_sigma(blur: float, width: int, height: int) -> float:
+    """``--blur`` 0..1 -> Gaussian sigma in pixels (1 = 4% of the frame's longer side)."""
+    return float(blur) * 0.04 * max(width, height)
+
+
+def blur_image(img: np.ndarray, blur: float) -> np.ndarray:
+    if blur <= 0:
+        return img
+    h, w = img.shape[:2]
+    return cv2.GaussianBlur(img, (0, 0), _blur_sigma(blur, w, h))
+
+
+def normalized_blur(img: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of ``img`` counting only pixels where ``weight`` is high (normalised
+    convolution): fills the holes left by removing the person."""
+    w = weight.astype(np.float32)
+    num = cv2.GaussianBlur(img * w[..., None], (0, 0), sigma)
+    den = cv2.GaussianBlur(w, (0, 0), sigma)[..., None]
+    return num / np.maximum(den, 1e-4)
+
+
+def decontaminate(image_linear: np.ndarray, matte: np.ndarray) -> np.ndarray:
+    """Estimate the person's own colour at soft matte edges (hair, motion blur), removing the
+    old background that is mixed in there: solve I = a F + (1 - a) B for F with B and a smooth F
+    taken from nearby confident pixels. Opaque and empty pixels are returned unchanged."""
+    edge = (matte > 0.02) & (matte < 0.98)
+    if not edge.any():
+        return image_linear
+    h, w = matte.shape
+    sigma = max(2.0, 0.01 * max(h, w))
+    bg = normalized_blur(image_linear, matte < 0.05, sigma)
+    fg_smooth = normalized_blur(image_linear, matte > 0.95, sigma)
+    a = np.maximum(matte, 0.05)[..., None]
+    fg = np.clip((image_linear - (1.0 - a) * bg) / a, 0.0, None)
+    # trust the solved colour where the person dominates, the smooth colour where it is faint
+    t = np.clip((matte - 0.2) / 0.6, 0.0, 1.0)[..., None]
+    fg = t * fg + (1.0 - t) * fg_smooth
+    out = image_linear.copy()
+    out[edge] = fg[edge]
+    return out
+
+
+class BackgroundMaker:
+    """Builds the background for each frame in scene-linear units (exposure applied).
+
+    ``media`` is an object with ``get(index) -> uint8 (H, W, 3)`` for IMAGE/VIDEO backgrounds."""
+
+    def __init__(self, kind: str, width: int, height: int, *, vfov: float, bg_gain: float, blur: float,
+                 hdri: Optional[np.ndarray] = None, media=None):
+        self.kind = kind
+        self.width, self.height = width, height
+        self.vfov, self.bg_gain, self.blur = vfov, bg_gain, blur
+        self.hdri = hdri
+        self.media = media
+        self.color = parse_color(kind) if kind not in ("source", "source-blur", "hdri", "transparent") else None
+        self._hdri_cache: "tuple[float, float, np.ndarray] | None" = None  # (pan, exposure, image)
+
+    @property
+    def transparent(self) -> bool:
+        return self.kind == "transparent"
+
+    def make(self, index: int, input_linear: np.ndarray, matte: np.ndarray, pan: float, exposure: float
+             ) -> Optional[np.ndarray]:
+        """Background in linear light: scene-linear for ``hdri`` (exposure applied), else the
+        display-linear pixels of the source / colour / media. None when transparent."""
+        if self.kind == "transparent":
+            return None
+        if self.kind == "hdri":
+            return self._hdri(pan, exposure)
+        if self.kind == "source":
+            return blur_image(input_linear, self.blur)
+        if self.kind == "source-blur":
+            sigma = _blur_sigma(max(self.blur, 0.5), self.width, self.height)
+            return normalized_blur(input_linear, 1.0 - np.clip(matte * 1.5, 0.0, 1.0), sigma)
+        if self.color is not None:
+            rgb = srgb_to_linear(np.array(self.color, dtype=np.uint8))
+            return np.broadcast_to(rgb, (self.height, self.width, 3))
+        return blur_image(srgb_to_linear(self.media.get(index)), self.blur)
+
+    def _hdri(self, pan: float, exposure: float) -> np.ndarray:
+        cached = self._hdri_cache
+        if cached is not None and cached[0] == pan and cached[1] == exposure:
+            return cached[2]
+        view = envmap.reproject(self.hdri, self.width, self.height, self.vfov, pan)
+        view = blur_image(view, self.blur) * np.float32(exposure * self.bg_gain)
+        self._hdri_cache = (pan, exposure, view)
+        return view
+
+
+def composite(person: np.ndarray, input_linear: np.ndarray, matte: np.ndarray, background: Optional[np.ndarray],
+              *, strength: float, scene_linear: bool, background_is_scene: bool) -> Composite:
+    """Mix the relit person (scene-linear, exposure applied) over the background.
+
+    ``strength`` blends the person between the input (0) and the relit result (1). For display
+    outputs the relit person and a scene-linear (HDRI) background go through the same tone curve;
+    for EXR (``scene_linear``) nothing is tone-mapped."""
+    relit = person if scene_linear else tonemap(person)
+    if strength < 1.0:
+        relit = strength * relit + (1.0 - strength) * input_linear
+    a = matte[..., None].astype(np.float32)
+    if background is None:
+        return Composite(rgb=relit, alpha=matte.astype(np.float32), scene_linear=scene_linear)
+    bg = background if (scene_linear or not background_is_scene) else tonemap(background)
+    out = a * relit + (1.0 - a) * bg
+    return Composite(rgb=out.astype(np.float32, copy=False), alpha=None, scene_linear=scene_linear)
+
