@@ -164,7 +164,10 @@ def brightest_direction(hdri: np.ndarray, pan_deg: float = 0.0) -> np.ndarray:
     or a softbox wins over a single hot pixel)."""
     small = downsample(hdri, 128)
     lum = luminance(small[..., :3]) if small.ndim == 3 else small
-    lum = cv2.GaussianBlur(lum.astype(np.float32), (0, 0), 1.5, borderType=cv2.BORDER_WRAP)
+    # wrap around horizontally by padding (GaussianBlur itself does not support BORDER_WRAP)
+    pad = 8  # >= the kernel radius for sigma 1.5 (6)
+    lum = cv2.copyMakeBorder(lum.astype(np.float32), 0, 0, pad, pad, cv2.BORDER_WRAP)
+    lum = cv2.GaussianBlur(lum, (0, 0), 1.5, borderType=cv2.BORDER_REPLICATE)[:, pad:-pad]
     r, c = np.unravel_index(int(np.argmax(lum)), lum.shape)
     h, w = lum.shape
     return uv_to_direction((c + 0.5) / w, (r + 0.5) / h, pan_deg)

@@ -54,12 +54,12 @@ _PMNDRS = "Poly Haven (CC0), via pmndrs/assets"
 PRESETS = {
     p.name: p
     for p in (
-        Preset("studio", "photo studio: softbox, ring light and white cyclorama", _PMNDRS, "pmndrs_studio.exr"),
-        Preset("sunset", "seaside promenade at sunset, low sun ahead", _BLENDER, "blender_sunset.exr"),
-        Preset("forest", "woodland path in daylight under trees", _BLENDER, "blender_forest.exr"),
-        Preset("city", "open car park among office buildings, overcast", _BLENDER, "blender_city.exr"),
+        Preset("studio", "photo studio: softbox and ring light, grey cyclorama", _PMNDRS, "pmndrs_studio.exr"),
+        Preset("sunset", "seaside promenade at sunset, low sun over the water", _BLENDER, "blender_sunset.exr"),
+        Preset("forest", "woodland path on a sunny day", _BLENDER, "blender_forest.exr"),
+        Preset("city", "car park among office buildings, hazy sun", _BLENDER, "blender_city.exr"),
         Preset("warehouse", "large empty warehouse with overhead lamps", _PMNDRS, "pmndrs_warehouse.exr"),
-        Preset("night", "field at night under a starry sky, distant town lights", _BLENDER, "blender_night.exr"),
+        Preset("night", "open field at night: starry sky, distant town lights", _BLENDER, "blender_night.exr"),
     )
 }
 
@@ -104,7 +104,7 @@ def load_hdri(spec: str) -> HDRI:
     key = spec.lower()
     path = Path(os.path.expanduser(spec))
     looks_like_name = not path.suffix and os.sep not in spec and "/" not in spec
-    if key in PRESETS and looks_like_name and not path.is_file():
+    if key in PRESETS and looks_like_name:  # a bare preset name wins over an odd extension-less file
         pixels = _load_file(preset_path(key))
         return HDRI(pixels=pixels, name=key, path=str(preset_path(key)))
     if not path.exists():
@@ -125,7 +125,7 @@ def _load_file(path: Path) -> np.ndarray:
     ext = path.suffix.lower()
     if ext in _LDR_EXTENSIONS:
         raise InputError(
-            f"a {_LDR_EXTENSIONS[ext]} image is not HDR (8-bit, no light above white): "
+            f"a {_LDR_EXTENSIONS[ext]} image is not HDR (its values stop at white): "
             "an HDRI must be a .hdr (Radiance) or .exr (OpenEXR) file", path)
     if ext not in HDR_EXTENSIONS:
         raise InputError(
@@ -134,7 +134,7 @@ def _load_file(path: Path) -> np.ndarray:
     kind = _sniff(path)
     if kind in ("PNG", "JPEG", "TIFF", "GIF", "BMP"):
         raise InputError(
-            f"is a {kind} image, not an HDR map (8-bit, no light above white): "
+            f"is a {kind} image, not an HDR map (its values stop at white): "
             "an HDRI must be a Radiance .hdr or OpenEXR .exr file", path)
     if kind == "OpenEXR":  # whatever its extension says
         pixels = _read_exr(path)
@@ -163,14 +163,14 @@ def _sniff(path: Path) -> Optional[str]:
 
 def _read_radiance(path: Path) -> np.ndarray:
     """Radiance RGBE -> float32 (H, W, 3) RGB. OpenCV returns None for truncated/corrupt files."""
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # it logs to stderr otherwise
+    level = cv2.getLogLevel()
+    cv2.setLogLevel(0)  # silent: OpenCV would log its own error to stderr
     try:
         bgr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
         raise InputError(f"unreadable Radiance HDR file ({str(exc).strip().splitlines()[-1][:120]})", path) from None
     finally:
-        cv2.utils.logging.setLogLevel(level)
+        cv2.setLogLevel(level)
     if bgr is None:
         raise InputError("unreadable Radiance HDR file (corrupt or truncated)", path)
     if bgr.dtype != np.float32:
