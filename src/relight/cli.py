@@ -3,6 +3,7 @@
     relight run INPUT --hdri HDRI --output OUTPUT [options]
     relight demo [--output-dir DIR]
     relight presets
+    relight eval DIR
 
 Exit codes: 0 ok, 2 usage error, 3 bad input, 4 output problem, 5 internal error, 130 interrupted.
 """
@@ -120,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--hdri", default="sunset", help="preset or HDRI file to use. Default: %(default)s")
     _add_common_options(demo)
 
+    from .evaluate import add_eval_parser
+
+    add_eval_parser(sub)
+
     presets = sub.add_parser("presets", help="list the built-in HDRI presets",
                              description="List the built-in HDRI presets (CC0 maps shipped with relight).")
     presets.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -172,6 +177,12 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_eval(args) -> int:
+    from .evaluate import cmd_eval
+
+    return cmd_eval(args)
+
+
 def _cmd_presets(args) -> int:
     from .hdri import list_presets
 
@@ -216,7 +227,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         signal.signal(signal.SIGTERM, _sigterm)
     except ValueError:  # not the main thread (embedded use)
         pass
-    handler = {"run": _cmd_run, "demo": _cmd_demo, "presets": _cmd_presets}[args.command]
+    handler = {"run": _cmd_run, "demo": _cmd_demo, "presets": _cmd_presets, "eval": _cmd_eval}[args.command]
     debug = getattr(args, "debug", False)
     try:
         return handler(args)
