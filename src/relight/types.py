@@ -56,6 +56,7 @@ class Geometry:
     normals: np.ndarray  # (H, W, 3) float32 unit vectors; (0, 0, 1) where unknown
     face_mask: np.ndarray  # (H, W) float32 in [0, 1]: where the normals come from the face mesh
     depth: Optional[np.ndarray] = None  # (H, W) float32, larger = nearer the camera, pixel units; optional
+    work_normals: Optional[np.ndarray] = None  # (h, w, 3) the same normals at the small working resolution they were computed at; the shading stages use these (fast), optional
 
 
 @dataclass

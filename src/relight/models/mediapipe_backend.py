@@ -1,0 +1,268 @@
+"""The MediaPipe models behind perception: selfie segmentation, face mesh and (optionally) pose.
+
+This is the only module that imports :mod:`mediapipe`, so another backend can replace it by
+offering the same small interface:
+
+* :class:`MediaPipeBackend` ``.segment(rgb) -> (h, w) float32 in [0, 1]``
+* ``.face_landmarks(rgb) -> list of (478, 3) float32``, normalised: x, y in [0, 1] of the
+  image width/height, z in units of the image width (negative towards the camera)
+* ``.pose_landmarks(rgb) -> (33, 4) float32 or None``: x, y normalised, z, visibility
+* ``.close()``; the object is a context manager.
+
+Every input is a uint8 RGB image (H, W, 3). The models are created lazily on first use, so a
+backend that is never asked for pose never loads the pose model. The face-mesh topology
+(triangles, contour index sets) is exported here too, as plain numpy arrays, so that the
+geometry stage does not need mediapipe either.
+"""
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+from typing import List, Optional
+
+import numpy as np
+
+NUM_FACE_LANDMARKS = 478  # 468 mesh points + 10 iris points (refine_landmarks=True)
+NUM_MESH_LANDMARKS = 468
+
+
+def _solutions():
+    import mediapipe as mp  # deferred: importing mediapipe costs ~0.5 s
+
+    return mp.solutions
+
+
+class MediaPipeBackend:
+    """Lazy wrappers around ``mp.solutions`` models.
+
+    ``video``: tracking mode (the face mesh reuses the previous frame's landmarks instead of
+    running the detector on every frame); frames must then be fed in order.
+    ``landscape_segmentation``: the 256x144 landscape selfie model (faster) instead of the
+    256x256 general one.
+    """
+
+    def __init__(
+        self,
+        video: bool = False,
+        max_num_faces: int = 4,
+        landscape_segmentation: bool = True,
+        min_face_detection_confidence: float = 0.5,
+        min_face_tracking_confidence: float = 0.5,
+        pose_model_complexity: int = 1,  # only the "full" pose model is bundled with the wheel
+    ):
+        self.video = bool(video)
+        self.max_num_faces = int(max_num_faces)
+        self.landscape_segmentation = bool(landscape_segmentation)
+        self.min_face_detection_confidence = float(min_face_detection_confidence)
+        self.min_face_tracking_confidence = float(min_face_tracking_confidence)
+        self.pose_model_complexity = int(pose_model_complexity)
+        self._segmenter = None
+        self._face_mesh = None
+        self._pose = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ model creation
+    def _get_segmenter(self):
+        if self._segmenter is None:
+            self._segmenter = _solutions().selfie_segmentation.SelfieSegmentation(
+                model_selection=1 if self.landscape_segmentation else 0
+            )
+        return self._segmenter
+
+    def _get_face_mesh(self):
+        if self._face_mesh is None:
+            self._face_mesh = _solutions().face_mesh.FaceMesh(
+                static_image_mode=not self.video,
+                max_num_faces=self.max_num_faces,
+                refine_landmarks=True,
+                min_detection_confidence=self.min_face_detection_confidence,
+                min_tracking_confidence=self.min_face_tracking_confidence,
+            )
+        return self._face_mesh
+
+    def _get_pose(self):
+        if self._pose is None:
+            self._pose = _solutions().pose.Pose(
+                static_image_mode=not self.video,
+                model_complexity=self.pose_model_complexity,
+                smooth_landmarks=self.video,
+                enable_segmentation=False,
+            )
+        return self._pose
+
+    # ------------------------------------------------------------------ inference
+    @staticmethod
+    def _check(rgb: np.ndarray) -> np.ndarray:
+        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"expected a uint8 RGB image (H, W, 3), got {rgb.dtype} {rgb.shape}")
+        return np.ascontiguousarray(rgb)
+
+    def segment(self, rgb: np.ndarray) -> np.ndarray:
+        """Person probability (H, W) float32 in [0, 1] at the input's resolution."""
+        rgb = self._check(rgb)
+        with self._lock:
+            result = self._get_segmenter().process(rgb)
+        mask = result.segmentation_mask
+        if mask is None:
+            return np.zeros(rgb.shape[:2], np.float32)
+        return np.clip(np.asarray(mask, dtype=np.float32), 0.0, 1.0)
+
+    def face_landmarks(self, rgb: np.ndarray) -> List[np.ndarray]:
+        """One (478, 3) float32 array per face found (normalised, see the module docstring)."""
+        rgb = self._check(rgb)
+        with self._lock:
+            result = self._get_face_mesh().process(rgb)
+        faces = []
+        for face in result.multi_face_landmarks or []:
+            arr = np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float32)
+            if arr.shape[0] >= NUM_MESH_LANDMARKS:
+                faces.append(arr)
+        return faces
+
+    def pose_landmarks(self, rgb: np.ndarray) -> Optional[np.ndarray]:
+        """(33, 4) float32 (x, y normalised, z, visibility) or None."""
+        rgb = self._check(rgb)
+        with self._lock:
+            result = self._get_pose().process(rgb)
+        if result.pose_landmarks is None:
+            return None
+        return np.array([(p.x, p.y, p.z, p.visibility) for p in result.pose_landmarks.landmark], dtype=np.float32)
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        for name in ("_segmenter", "_face_mesh", "_pose"):
+            model = getattr(self, name)
+            if model is not None:
+                try:
+                    model.close()
+                except Exception:  # pragma: no cover - closing twice / interpreter shutdown
+                    pass
+                setattr(self, name, None)
+
+    def __enter__(self) -> "MediaPipeBackend":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):  # pragma: no cover - best effort
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+# ---------------------------------------------------------------------- face-mesh topology
+@lru_cache(maxsize=1)
+def face_mesh_triangles() -> np.ndarray:
+    """Triangles (T, 3) int32 of the 468-point face mesh, consistently oriented.
+
+    MediaPipe ships the tessellation only as edges; a triangle is a 3-clique of that edge graph.
+    Cliques that would make an edge shared by more than two triangles (spurious cliques) are
+    dropped, then the orientation is made consistent by walking across shared edges. The sign
+    of the whole mesh is fixed later, per face, from the landmarks (see geometry)."""
+    edges = _solutions().face_mesh_connections.FACEMESH_TESSELATION
+    return _triangles_from_edges(edges)
+
+
+def _triangles_from_edges(edges) -> np.ndarray:
+    adj: dict = {}
+    for a, b in edges:
+        if a == b:
+            continue
+        adj.setdefault(a, set()).add(b)
+        adj.setdefault(b, set()).add(a)
+    cliques = set()
+    for a, nb in adj.items():
+        for b in nb:
+            if b <= a:
+                continue
+            for c in nb & adj[b]:
+                if c > b:
+                    cliques.add((a, b, c))
+    tris = sorted(cliques)
+    # drop cliques that over-use an edge (an edge of a 2-manifold borders at most 2 triangles);
+    # spurious cliques are those whose three edges are all already used by two other triangles
+    edge_count: dict = {}
+    for t in tris:
+        for e in ((t[0], t[1]), (t[1], t[2]), (t[0], t[2])):
+            edge_count[e] = edge_count.get(e, 0) + 1
+    keep = []
+    for t in tris:
+        es = ((t[0], t[1]), (t[1], t[2]), (t[0], t[2]))
+        if all(edge_count[e] > 2 for e in es):
+            for e in es:
+                edge_count[e] -= 1
+            continue
+        keep.append(t)
+    tris = np.array(keep, dtype=np.int32)
+    return _orient_consistently(tris)
+
+
+def _orient_consistently(tris: np.ndarray) -> np.ndarray:
+    """Flip triangles so that every shared edge is traversed in opposite directions."""
+    tris = tris.copy()
+    edge_tris: dict = {}
+    for i, t in enumerate(tris):
+        for k in range(3):
+            e = tuple(sorted((int(t[k]), int(t[(k + 1) % 3]))))
+            edge_tris.setdefault(e, []).append(i)
+    seen = np.zeros(len(tris), bool)
+    for start in range(len(tris)):
+        if seen[start]:
+            continue
+        seen[start] = True
+        stack = [start]
+        while stack:
+            i = stack.pop()
+            t = tris[i]
+            directed = {(int(t[k]), int(t[(k + 1) % 3])) for k in range(3)}
+            for a, b in directed:
+                for j in edge_tris[tuple(sorted((a, b)))]:
+                    if seen[j]:
+                        continue
+                    u = tris[j]
+                    other = {(int(u[k]), int(u[(k + 1) % 3])) for k in range(3)}
+                    if (a, b) in other:  # same direction -> flip j
+                        tris[j] = u[[0, 2, 1]]
+                    seen[j] = True
+                    stack.append(j)
+    return tris
+
+
+def _index_set(connections) -> np.ndarray:
+    return np.array(sorted({i for e in connections for i in e}), dtype=np.int32)
+
+
+@lru_cache(maxsize=1)
+def face_mesh_regions() -> dict:
+    """Landmark index sets of the face parts: ``oval``, ``left_eye``, ``right_eye``,
+    ``left_eyebrow``, ``right_eyebrow``, ``lips``, ``nose`` (int32 arrays), and ``oval_path``:
+    the face-oval landmarks in order around the contour."""
+    fmc = _solutions().face_mesh_connections
+    regions = {
+        "oval": _index_set(fmc.FACEMESH_FACE_OVAL),
+        "left_eye": _index_set(fmc.FACEMESH_LEFT_EYE),
+        "right_eye": _index_set(fmc.FACEMESH_RIGHT_EYE),
+        "left_eyebrow": _index_set(fmc.FACEMESH_LEFT_EYEBROW),
+        "right_eyebrow": _index_set(fmc.FACEMESH_RIGHT_EYEBROW),
+        "lips": _index_set(fmc.FACEMESH_LIPS),
+        "nose": _index_set(fmc.FACEMESH_NOSE),
+    }
+    # order the oval edges into a closed path
+    nxt: dict = {}
+    for a, b in fmc.FACEMESH_FACE_OVAL:
+        nxt.setdefault(a, []).append(b)
+        nxt.setdefault(b, []).append(a)
+    start = min(nxt)
+    path, prev, cur = [start], None, start
+    while True:
+        cands = [n for n in nxt[cur] if n != prev]
+        if not cands or cands[0] == start:
+            break
+        prev, cur = cur, cands[0]
+        path.append(cur)
+        if len(path) > len(nxt):
+            break
+    regions["oval_path"] = np.array(path, dtype=np.int32)
+    return regions

@@ -1,0 +1,324 @@
+"""Geometry: per-pixel camera-frame normals of the person.
+
+Two sources, blended with a feathered face mask:
+
+* the face, from the 478 face-mesh landmarks: the mesh triangles are rasterised (painter's
+  order, nearest last) and the area-weighted vertex normals are interpolated barycentrically;
+* everything else (hair, neck, body, arms), by silhouette inflation: the height is the square
+  root of a Poisson solution inside the matte (see :func:`inflate_silhouette`), so a round blob
+  becomes a hemisphere whose normals lie in the image plane at the silhouette. The image borders
+  do not count as silhouette (the person continues outside the frame). Around the face the body normals lean
+  towards the face edge's (a "halo"), so temples, ears and hair line continue the face's curve.
+
+Everything is computed at a small working resolution and upsampled; the shading that uses these
+normals is smooth, the fine detail comes from the image itself (see :mod:`.render`).
+
+Landmark frame -> camera frame: MediaPipe landmarks are (x right, y down, z away from the
+camera) in pixels; the camera frame is (x right, y up, z towards the camera), so
+P_cam = (x, -y, -z). This is a rotation (no mirror), so triangle winding is preserved in 3-D.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+import cv2
+import numpy as np
+
+from ..types import Geometry, Perception
+
+
+@dataclass
+class GeometryOptions:
+    work_size: int = 256  # longest side of the working resolution
+    inflation_size: int = 160  # longest side at which the silhouette is inflated
+    inflation_depth: float = 0.75  # depth / half-width of the inflated body (1 = round)
+    matte_threshold: float = 0.5
+    face_depth_scale: float = 1.0  # multiplies the face-mesh z (MediaPipe's depth scale is approximate)
+    face_feather: float = 0.12  # width of the face/body blend, fraction of the face size
+    face_halo: float = 0.3  # around the face, body normals lean towards the face edge's, over this x face size
+
+
+def estimate_geometry(perception: Perception, height: int, width: int,
+                      options: Optional[GeometryOptions] = None) -> Geometry:
+    """Normals (H, W, 3) and face mask (H, W) at full resolution ``height`` x ``width``.
+
+    The normals are computed (and normalised) at the working resolution, kept in
+    ``Geometry.work_normals``, and upsampled bilinearly to full resolution without
+    renormalising (length >= ~0.98 where neighbours differ most, at the silhouette; a full-res
+    renormalisation would cost more than everything else here)."""
+    opts = options or GeometryOptions()
+    n_work, face_w = estimate_geometry_lowres(perception, height, width, opts)
+    if n_work.shape[:2] == (height, width):
+        normals, face_mask = n_work.copy(), face_w
+    else:
+        normals = cv2.resize(n_work, (width, height), interpolation=cv2.INTER_LINEAR)
+        face_mask = cv2.resize(face_w, (width, height), interpolation=cv2.INTER_LINEAR)
+    return Geometry(normals=normals, face_mask=face_mask, work_normals=n_work)
+
+
+def work_shape(height: int, width: int, longest: int):
+    s = min(1.0, longest / max(height, width))
+    return max(1, int(round(height * s))), max(1, int(round(width * s))), s
+
+
+def estimate_geometry_lowres(perception: Perception, height: int, width: int,
+                             options: Optional[GeometryOptions] = None):
+    """The same at the working resolution: (normals (h, w, 3), face weight (h, w))."""
+    opts = options or GeometryOptions()
+    h, w, s = work_shape(height, width, opts.work_size)
+    matte = cv2.resize(perception.matte.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+
+    body = inflate_silhouette(matte, opts)
+
+    face_n = np.zeros((h, w, 3), np.float32)
+    face_w = np.zeros((h, w), np.float32)
+    if perception.face_landmarks:
+        face_n, face_cov = rasterize_faces(perception.face_landmarks, h, w, s, opts.face_depth_scale)
+        face_w = _feather_face(face_cov, perception.face_landmarks, s, opts.face_feather)
+        face_w *= np.clip(matte * 2.0, 0.0, 1.0)  # no face normals outside the person
+        if opts.face_halo > 0:
+            body = _face_halo(body, face_n, face_cov, perception.face_landmarks, s, opts.face_halo)
+    normals = body * (1.0 - face_w[..., None]) + face_n * face_w[..., None]
+    return _normalize(normals), face_w
+
+
+# ----------------------------------------------------------------------------- silhouette inflation
+def inflate_silhouette(matte: np.ndarray, opts: Optional[GeometryOptions] = None) -> np.ndarray:
+    """Normals (h, w, 3) of an inflated silhouette.
+
+    The height is z = depth * sqrt(4 u) where u solves the Poisson equation lap(u) = -1 inside
+    the silhouette with u = 0 on it (and no flux through the image borders): for a disc of
+    radius R, 4 u = R^2 - r^2, so z is exactly a hemisphere; a long limb of half-width a becomes a
+    cylinder. Unlike distance-transform heights, u has no creases along the medial axis.
+    Outside the silhouette the normal of the nearest silhouette pixel is repeated, so soft
+    matte edges are shaded as rim."""
+    opts = opts or GeometryOptions()
+    H, W = matte.shape
+    h, w, s = work_shape(H, W, opts.inflation_size)
+    m = cv2.resize(matte.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA) if s < 1 else matte
+    inside = m >= opts.matte_threshold
+    if inside.sum() < 4:
+        out = np.zeros((H, W, 3), np.float32)
+        out[..., 2] = 1.0
+        return out
+    u = poisson_height(inside)
+    root = np.sqrt(np.maximum(u, 1e-6))
+    gy, gx = np.gradient(u)
+    k = opts.inflation_depth / root  # d(depth sqrt(4u)) = depth du / sqrt(u)
+    n = np.stack([-k * gx, k * gy, np.ones_like(u)], axis=-1)  # image rows go down, camera y up
+    n = _normalize(n)
+    # outside: copy the nearest inside normal (the rim's), so soft matte edges are shaded as rim
+    _, src = _nearest_inside(inside)
+    n = n.reshape(-1, 3)[src].reshape(h, w, 3)
+    if (h, w) != (H, W):
+        n = _normalize(cv2.resize(n, (W, H), interpolation=cv2.INTER_LINEAR))
+    return n.astype(np.float32)
+
+
+_AVG4 = np.array([[0, 0.25, 0], [0.25, 0, 0.25], [0, 0.25, 0]], np.float32)
+
+
+def poisson_height(inside: np.ndarray, coarse_iters: int = 100, fine_iters: int = 15, min_side: int = 16) -> np.ndarray:
+    """u with lap(u) = -1 (pixel units) where ``inside``, u = 0 elsewhere, zero flux through the
+    image borders: red-black SOR, coarse to fine (a few ms at 160 x 90)."""
+    masks = [inside.astype(np.float32)]
+    while min(masks[-1].shape) >= 2 * min_side:
+        mk = masks[-1]
+        masks.append((cv2.resize(mk, ((mk.shape[1] + 1) // 2, (mk.shape[0] + 1) // 2),
+                                 interpolation=cv2.INTER_AREA) > 0.5).astype(np.float32))
+    u = np.zeros_like(masks[-1])
+    for level in range(len(masks) - 1, -1, -1):
+        mk = masks[level]
+        if u.shape != mk.shape:  # prolong: u scales with the square of the pixel size
+            u = cv2.resize(u, (mk.shape[1], mk.shape[0]), interpolation=cv2.INTER_LINEAR) * 4.0
+        u *= mk
+        coarsest = level == len(masks) - 1
+        _sor(u, mk, coarse_iters if coarsest else fine_iters, 1.85 if coarsest else 1.5)
+    return u
+
+
+def _sor(u: np.ndarray, mask: np.ndarray, iters: int, omega: float) -> None:
+    h, w = mask.shape
+    red = (np.add.outer(np.arange(h), np.arange(w)) % 2 == 0).astype(np.float32)
+    w_red = (omega * red * mask).astype(np.float32)
+    w_black = (omega * (1.0 - red) * mask).astype(np.float32)
+    for _ in range(iters):
+        for wgt in (w_red, w_black):
+            avg = cv2.filter2D(u, -1, _AVG4, borderType=cv2.BORDER_REPLICATE)
+            avg += 0.25
+            avg -= u
+            avg *= wgt
+            u += avg
+
+
+def _nearest_inside(inside: np.ndarray):
+    """For every pixel: the distance to and the flat index of the nearest ``inside`` pixel
+    (itself when inside)."""
+    dist, labels = cv2.distanceTransformWithLabels((~inside).astype(np.uint8), cv2.DIST_L2, 3,
+                                                   labelType=cv2.DIST_LABEL_PIXEL)
+    zero_order = np.flatnonzero(inside.ravel())  # every inside pixel has its own label
+    idx = np.zeros(int(labels.max()) + 1, np.int64)
+    idx[labels.ravel()[zero_order]] = zero_order
+    return dist, idx[labels.ravel()]
+
+
+# ----------------------------------------------------------------------------- face mesh
+def landmarks_to_camera(lm: np.ndarray, depth_scale: float = 1.0) -> np.ndarray:
+    """(N, 3) MediaPipe pixel landmarks -> camera-frame points (x, -y, -z * depth_scale)."""
+    lm = np.asarray(lm, dtype=np.float64)
+    return np.stack([lm[:, 0], -lm[:, 1], -lm[:, 2] * depth_scale], axis=-1)
+
+
+def mesh_vertex_normals(points_cam: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Area-weighted vertex normals (N, 3), oriented so the mesh faces the camera (+z)."""
+    a, b, c = (points_cam[triangles[:, k]] for k in range(3))
+    fn = np.cross(b - a, c - a)  # length = 2 x area
+    if fn[:, 2].sum() < 0:  # the projected area of a visible surface is positive
+        fn = -fn
+    vn = np.zeros_like(points_cam)
+    for k in range(3):
+        np.add.at(vn, triangles[:, k], fn)
+    return vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-12)
+
+
+def rasterize_faces(faces: Sequence[np.ndarray], h: int, w: int, scale: float, depth_scale: float = 1.0,
+                    max_face_px: int = 112):
+    """Rasterise face meshes at a working resolution (landmarks are full-resolution pixels,
+    ``scale`` = working / full). Returns (normals (h, w, 3), coverage (h, w) float32 in [0, 1]).
+
+    Each face is rasterised in its own box, at most ``max_face_px`` across (the normals are
+    smooth at that scale), then resized into place; larger (nearer) faces are drawn last."""
+    from ..models.mediapipe_backend import NUM_MESH_LANDMARKS
+
+    normals = np.zeros((h, w, 3), np.float32)
+    normals[..., 2] = 1.0
+    cov = np.zeros((h, w), np.float32)
+    order = sorted(range(len(faces)), key=lambda i: np.ptp(faces[i][:NUM_MESH_LANDMARKS, 0]))
+    for fi in order:
+        lm = np.asarray(faces[fi], dtype=np.float64)[:NUM_MESH_LANDMARKS]
+        xy = lm[:, :2] * scale  # continuous coordinates at the working resolution
+        x0 = max(0, int(np.floor(xy[:, 0].min())) - 1)
+        y0 = max(0, int(np.floor(xy[:, 1].min())) - 1)
+        x1 = min(w, int(np.ceil(xy[:, 0].max())) + 1)
+        y1 = min(h, int(np.ceil(xy[:, 1].max())) + 1)
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            continue
+        bw, bh = x1 - x0, y1 - y0
+        f = min(1.0, max_face_px / float(max(bw, bh)))
+        cw, ch = max(2, int(np.ceil(bw * f))), max(2, int(np.ceil(bh * f)))
+        local = (xy - (x0, y0)) * (cw / bw, ch / bh)
+        n_c, cov_c = _rasterize_one(lm, local, ch, cw, depth_scale)
+        if (cw, ch) != (bw, bh):
+            n_c = _normalize(cv2.resize(n_c, (bw, bh), interpolation=cv2.INTER_LINEAR))
+            cov_c = cv2.resize(cov_c, (bw, bh), interpolation=cv2.INTER_LINEAR)
+        sel = cov_c > 0.5
+        normals[y0:y1, x0:x1][sel] = n_c[sel]
+        np.maximum(cov[y0:y1, x0:x1], cov_c, out=cov[y0:y1, x0:x1])
+    return normals, cov
+
+
+def _rasterize_one(lm: np.ndarray, xy: np.ndarray, h: int, w: int, depth_scale: float):
+    """One face mesh into an (h, w) canvas; ``xy``: the 468 vertices in canvas coordinates."""
+    from ..models.mediapipe_backend import face_mesh_regions, face_mesh_triangles
+
+    tris = face_mesh_triangles()
+    pts = landmarks_to_camera(lm, depth_scale)
+    vn = mesh_vertex_normals(pts, tris)
+    SHIFT = 4
+    fixed = np.round((xy - 0.5) * (1 << SHIFT)).astype(np.int32)
+    ids = np.full((h, w), -1, np.int32)
+    depth = pts[tris, 2].mean(axis=1)
+    for t in np.argsort(depth):  # painter's order: far (small camera z) first
+        cv2.fillConvexPoly(ids, fixed[tris[t]], (int(t),), lineType=cv2.LINE_8, shift=SHIFT)
+    # per triangle, the affine map pixel (x, y, 1) -> interpolated normal: G = V @ inverse(P)
+    # P has the vertices (x, y, 1) as columns; its rows are r0 = xs, r1 = ys, r2 = ones, and
+    # inverse(P) has the columns (r1 x r2, r2 x r0, r0 x r1) / det
+    r0 = xy[tris, 0]
+    r1 = xy[tris, 1]
+    r2 = np.ones_like(r0)
+    inv = np.stack([np.cross(r1, r2), np.cross(r2, r0), np.cross(r0, r1)], axis=-1)
+    det = np.einsum("ti,ti->t", r0, inv[:, :, 0])
+    det = np.where(np.abs(det) < 1e-9, 1e-9, det)  # degenerate (edge-on) triangles
+    G = np.transpose(vn[tris], (0, 2, 1)) @ (inv / det[:, None, None])  # (T, 3, 3)
+    normals = np.zeros((h, w, 3), np.float32)
+    cov = ids >= 0
+    if cov.any():
+        rows, cols = np.nonzero(cov)
+        p = np.stack([cols + 0.5, rows + 0.5, np.ones(len(rows))], axis=-1)
+        normals[rows, cols] = np.einsum("nij,nj->ni", G[ids[rows, cols]], p)
+    # the face oval filled: eyes and mouth (holes of the mesh) are covered by inpainting
+    holes = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(holes, [fixed[face_mesh_regions()["oval_path"]]], 1, lineType=cv2.LINE_8, shift=SHIFT)
+    fill = (holes > 0) & ~cov
+    if fill.any():
+        normals = _inpaint_normals(normals, cov, fill)
+        cov = cov | fill
+    return _normalize(normals), cov.astype(np.float32)
+
+
+def _inpaint_normals(normals: np.ndarray, known: np.ndarray, fill: np.ndarray) -> np.ndarray:
+    """Normalised convolution: fill ``fill`` pixels with blurred known normals."""
+    k = known.astype(np.float32)
+    out = normals.copy()
+    sig = 1.0
+    todo = fill.copy()
+    for _ in range(6):
+        num = cv2.GaussianBlur(normals * k[..., None], (0, 0), sig)
+        den = cv2.GaussianBlur(k, (0, 0), sig)
+        ok = todo & (den > 1e-3)
+        out[ok] = num[ok] / den[ok, None]
+        todo &= ~ok
+        if not todo.any():
+            break
+        sig *= 2.0
+    out[todo] = (0.0, 0.0, 1.0)
+    return out
+
+
+def _face_halo(body: np.ndarray, face_n: np.ndarray, cov: np.ndarray, faces, scale: float, halo: float) -> np.ndarray:
+    """Around each face the head keeps curving the way the face edge does (temples, ears, hair
+    line): blend the body normals towards the (smoothed) nearest face-edge normal, fading out
+    over ``halo`` x the face size. Works in a box around the faces only."""
+    inside = cov > 0.5
+    if not inside.any():
+        return body
+    h, w = cov.shape
+    size = max(np.ptp(f[:, 0]) for f in faces) * scale
+    reach = halo * size
+    sig = max(1.0, 0.06 * size)
+    margin = int(np.ceil(reach + 3 * sig)) + 1
+    ys, xs = np.nonzero(inside)
+    y0, y1 = max(0, ys.min() - margin), min(h, ys.max() + 1 + margin)
+    x0, x1 = max(0, xs.min() - margin), min(w, xs.max() + 1 + margin)
+    dist, src = _nearest_inside(inside[y0:y1, x0:x1])
+    fn = np.ascontiguousarray(face_n[y0:y1, x0:x1])
+    ext = fn.reshape(-1, 3)[src].reshape(fn.shape)
+    k = 2 * int(round(sig * 1.7)) + 1  # two box passes ~ a Gaussian of sigma sig, at a cost independent of it
+    ext = cv2.blur(cv2.blur(ext, (k, k)), (k, k))  # no spokes from the nearest-pixel copy
+    wgt = np.clip(1.0 - dist / max(1.0, reach), 0.0, 1.0)
+    wgt = (wgt * wgt)[..., None]
+    out = body.copy()
+    out[y0:y1, x0:x1] = _normalize(body[y0:y1, x0:x1] * (1.0 - wgt) + ext * wgt)
+    return out
+
+
+def _feather_face(cov: np.ndarray, faces: List[np.ndarray], scale: float, feather: float) -> np.ndarray:
+    """Coverage -> a soft weight that is 1 well inside the face and 0 at and beyond its edge."""
+    size = max(np.ptp(f[:, 0]) for f in faces) * scale
+    r = max(1.0, feather * size)
+    # distance inside the coverage, ramped over r pixels
+    d = cv2.distanceTransform((cov > 0).astype(np.uint8), cv2.DIST_L2, 3)
+    wgt = np.clip(d / r, 0.0, 1.0)
+    wgt = wgt * wgt * (3.0 - 2.0 * wgt)  # smoothstep
+    return wgt.astype(np.float32)
+
+
+def _normalize(n: np.ndarray) -> np.ndarray:
+    n = n.astype(np.float32, copy=False)
+    norm = np.sqrt(np.einsum("...k,...k->...", n, n))
+    bad = norm < 1e-6
+    out = n / np.where(bad, 1.0, norm)[..., None]
+    if bad.any():
+        out[bad] = (0.0, 0.0, 1.0)
+    return out

@@ -1,0 +1,348 @@
+"""Known-answer tests of the relighting stages: perception, geometry, lighting estimate, render.
+
+Everything is synthesised here with the envmap / SH maths (no ../shared data): a Lambertian
+sphere with analytic normals lit by synthetic HDRIs, a face mesh laid out from MediaPipe's own
+topology, a disc matte. One smoke test runs MediaPipe on the packaged astronaut portrait.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from relight.envmap import eval_sh, irradiance_sh, pixel_grid, project_sh, uv_to_direction
+from relight.stages.geometry import GeometryOptions, estimate_geometry, inflate_silhouette, rasterize_faces
+from relight.stages.lighting import dominant_direction, estimate_source_lighting
+from relight.stages.render import auto_exposure, prepare_target, render_person
+from relight.types import Geometry, Perception, SourceLighting, TargetLighting
+
+ASSET = Path(__file__).resolve().parents[1] / "src" / "relight" / "assets" / "astronaut.jpg"
+
+
+# ----------------------------------------------------------------------------- synthetic scenes
+def make_hdri(light_u: float, light_v: float = 0.42, width: int = 128, ambient=(0.25, 0.25, 0.25),
+              light=(40.0, 40.0, 40.0), radius_deg: float = 10.0) -> np.ndarray:
+    """Uniform ambient plus one bright disc light centred at (u, v)."""
+    u, v = pixel_grid(width, width // 2)
+    d = uv_to_direction(u, v)
+    c = uv_to_direction(light_u, light_v)
+    img = np.empty((width // 2, width, 3), np.float32)
+    img[:] = ambient
+    img[d @ c > math.cos(math.radians(radius_deg))] = light
+    return img
+
+
+def sphere(size: int = 96, radius: float = 40.0):
+    """Analytic normals (size, size, 3) and matte of a sphere centred in the image."""
+    c = (size - 1) / 2.0
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    x, y = (xx - c) / radius, -(yy - c) / radius  # image down = camera -y
+    r2 = x * x + y * y
+    inside = r2 < 1.0
+    z = np.sqrt(np.clip(1.0 - r2, 0.0, 1.0))
+    n = np.stack([x, y, z], -1)
+    n[~inside] = (0.0, 0.0, 1.0)
+    n /= np.linalg.norm(n, axis=-1, keepdims=True)
+    return n.astype(np.float32), inside.astype(np.float32)
+
+
+def lambert(normals, albedo, hdri, pan=0.0):
+    E = eval_sh(irradiance_sh(project_sh(hdri, pan)).astype(np.float32), normals)
+    return (np.asarray(albedo, np.float32) / math.pi * E).astype(np.float32)
+
+
+def angle_deg(a, b):
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    c = np.sum(a * b, -1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    return np.degrees(np.arccos(np.clip(c, -1.0, 1.0)))
+
+
+def sphere_scene(hdri, albedo=(0.5, 0.5, 0.5)):
+    n, matte = sphere()
+    img = lambert(n, albedo, hdri) * matte[..., None]
+    per = Perception(matte=matte)
+    geo = Geometry(normals=n, face_mask=np.zeros_like(matte), work_normals=n)
+    return img, per, geo, n, matte
+
+
+# ----------------------------------------------------------------------------- lighting + render
+def test_relit_sphere_matches_direct_render_and_bright_side_flips():
+    hdri_a = make_hdri(0.25)  # light from the camera's left (-x)
+    hdri_b = make_hdri(0.75)  # light from the right (+x)
+    img_a, per, geo, n, matte = sphere_scene(hdri_a)
+    src = estimate_source_lighting(img_a, per, geo)
+    relit = render_person(img_a, per, geo, src, prepare_target(hdri_b, 0.0), specular=0.0)
+    direct_b = lambert(n, (0.5, 0.5, 0.5), hdri_b)
+
+    assert relit.shape == img_a.shape and relit.dtype == np.float32
+    assert np.isfinite(relit).all()
+    inner = (np.linalg.norm(n[..., :2], axis=-1) < 0.95) & (matte > 0)
+    scale = np.median(direct_b[inner] / np.maximum(relit[inner], 1e-9))
+    rel_err = np.abs(scale * relit[inner] - direct_b[inner]) / direct_b[inner]
+    assert np.median(rel_err) < 0.01
+    assert rel_err.max() < 0.04
+
+    left = inner & (n[..., 0] < -0.3)
+    right = inner & (n[..., 0] > 0.3)
+    assert img_a[left].mean() > 1.5 * img_a[right].mean()  # input: lit from the left
+    assert relit[right].mean() > 1.5 * relit[left].mean()  # relit: lit from the right
+
+
+def test_relit_sphere_plausible_absolute_albedo():
+    hdri_a = make_hdri(0.25)
+    img_a, per, geo, n, matte = sphere_scene(hdri_a)
+    img_a *= 3.0  # an unknown camera exposure must not change the relit result
+    src = estimate_source_lighting(img_a, per, geo)
+    hdri_b = make_hdri(0.6)
+    relit = render_person(img_a, per, geo, src, prepare_target(hdri_b, 0.0), specular=0.0)
+    albedo = relit / np.maximum(lambert(n, 1.0, hdri_b), 1e-9)
+    med = float(np.median(albedo[matte > 0]))
+    assert 0.2 < med < 0.5  # a plausible absolute albedo, whatever the input exposure
+
+
+@pytest.mark.parametrize("light_u", [0.25, 0.125, 0.875, 0.0])
+def test_source_estimate_recovers_light_direction(light_u):
+    hdri = make_hdri(light_u, 0.35)
+    img, per, geo, n, matte = sphere_scene(hdri, albedo=(0.6, 0.45, 0.35))
+    src = estimate_source_lighting(img, per, geo)
+    assert isinstance(src, SourceLighting) and src.sh.shape == (9, 3)
+    true_dir = uv_to_direction(light_u, 0.35)
+    assert angle_deg(dominant_direction(src.sh), true_dir) < 8.0
+    # and the estimate is proportional to the truth over the visible normals
+    E_true = eval_sh(irradiance_sh(project_sh(hdri)).astype(np.float32), n[matte > 0])[:, 1]
+    E_est = eval_sh(src.sh, n[matte > 0])[:, 1]
+    ratio = E_est / E_true
+    assert ratio.std() / ratio.mean() < 0.02
+
+
+def test_source_estimate_never_near_zero_and_neutral_without_person():
+    # a hard light with no ambient: the raw fit would go to ~0 on the dark side
+    hdri = make_hdri(0.25, ambient=(0.0, 0.0, 0.0), light=(100.0, 100.0, 100.0))
+    img, per, geo, n, matte = sphere_scene(hdri)
+    src = estimate_source_lighting(img, per, geo)
+    g = np.linspace(-1, 1, 41)
+    x, y = np.meshgrid(g, g)
+    ok = x * x + y * y <= 1
+    front = np.stack([x[ok], y[ok], np.sqrt(np.clip(1 - x[ok] ** 2 - y[ok] ** 2, 0, 1))], -1).astype(np.float32)
+    E = eval_sh(src.sh, front)
+    assert (E.min(axis=0) > 0.1 * E.mean(axis=0)).all()
+
+    empty = Perception(matte=np.zeros((32, 48), np.float32))
+    geo0 = Geometry(normals=np.dstack([np.zeros((32, 48, 2)), np.ones((32, 48))]).astype(np.float32),
+                    face_mask=np.zeros((32, 48), np.float32))
+    frame = np.full((32, 48, 3), 0.2, np.float32)
+    neutral = estimate_source_lighting(frame, empty, geo0)
+    assert np.isfinite(neutral.sh).all() and neutral.albedo_scale > 0
+    assert np.allclose(neutral.sh[1:], 0.0) and (neutral.sh[0] > 0).all()
+    out = render_person(frame, empty, geo0, neutral, prepare_target(make_hdri(0.5), 0.0))
+    assert out.shape == frame.shape and np.isfinite(out).all()
+
+
+def test_specular_adds_a_highlight_towards_the_light():
+    hdri_a = make_hdri(0.0, 0.5)  # light from behind the camera: frontal
+    img, per, geo, n, matte = sphere_scene(hdri_a)
+    src = estimate_source_lighting(img, per, geo)
+    hdri_b = make_hdri(0.125, 0.4, light=(400.0, 400.0, 400.0), radius_deg=5)
+    tgt = prepare_target(hdri_b, 0.0)
+    assert isinstance(tgt, TargetLighting) and tgt.sh.shape == (9, 3) and tgt.specular_map.ndim == 3
+    diffuse = render_person(img, per, geo, src, tgt, specular=0.0)
+    glossy = render_person(img, per, geo, src, tgt, specular=1.0)
+    extra = (glossy - diffuse)[..., 1]
+    assert (extra >= -1e-6).all()
+    # the mirror direction of the light (half-way between view +z and the light) gets the most
+    light = uv_to_direction(0.125, 0.4)
+    half = (light + np.array([0, 0, 1.0])) / np.linalg.norm(light + np.array([0, 0, 1.0]))
+    peak = np.unravel_index(np.argmax(extra), extra.shape)
+    assert angle_deg(n[peak], half) < 12.0
+
+
+def test_prepare_target_pan_rotates_lighting():
+    hdri = make_hdri(0.75)  # light on the camera's right at pan 0
+    e0 = dominant_direction(prepare_target(hdri, 0.0).sh)
+    e90 = dominant_direction(prepare_target(hdri, 90.0).sh)  # camera turned right: light now in front of it
+    assert e0[0] > 0.9
+    assert e90[2] < -0.9  # light ahead of the camera, i.e. behind the subject (-z)
+
+
+# ----------------------------------------------------------------------------- exposure
+def test_auto_exposure_rotation_invariant_and_inverse_to_brightness():
+    hdri = make_hdri(0.3, 0.3, ambient=(0.1, 0.12, 0.15))
+    k = auto_exposure(hdri, None)
+    for shift in (16, 40, 77):
+        assert auto_exposure(np.roll(hdri, shift, axis=1), None) == pytest.approx(k, rel=1e-5)
+    assert auto_exposure(hdri * 4.0, None) == pytest.approx(k / 4.0, rel=1e-5)
+    assert auto_exposure(hdri * 4.0, 30.0) == pytest.approx(auto_exposure(hdri, 30.0) / 4.0, rel=1e-5)
+    # with a pan: rolling the map right by 1/4 turn is the same as panning 90 degrees further
+    assert auto_exposure(np.roll(hdri, 32, axis=1), 90.0) == pytest.approx(auto_exposure(hdri, 0.0), rel=1e-3)
+    # a face lit by the sun from the front is exposed darker than one with the sun behind
+    assert auto_exposure(hdri, 360 * (0.3 - 0.5)) > auto_exposure(hdri, 360 * (0.3 - 0.0))
+    # the level lands where it should: albedo 0.4 under uniform radiance L -> 0.4 L
+    uniform = np.full((64, 128, 3), 2.0, np.float32)
+    assert auto_exposure(uniform, None) * 0.4 * 2.0 == pytest.approx(0.2, rel=1e-3)
+
+
+# ----------------------------------------------------------------------------- geometry
+def synthetic_face(size: int = 160, radius: float = 55.0, sphere_r: float = 62.0):
+    """478 landmarks (pixels, MediaPipe convention) of the real face-mesh topology laid out in the
+    image by a Tutte embedding inside a circle, lifted onto a sphere facing the camera."""
+    from relight.models.mediapipe_backend import NUM_FACE_LANDMARKS, NUM_MESH_LANDMARKS, face_mesh_regions, face_mesh_triangles
+
+    tris = face_mesh_triangles()
+    ring = face_mesh_regions()["oval_path"]
+    n = NUM_MESH_LANDMARKS
+    A = np.zeros((n, n))
+    for t in tris:
+        for i in range(3):
+            a, b = t[i], t[(i + 1) % 3]
+            A[a, b] = A[b, a] = 1.0
+    L = np.diag(A.sum(1)) - A
+    fixed = np.zeros(n, bool)
+    fixed[ring] = True
+    ang = np.linspace(0, 2 * np.pi, len(ring), endpoint=False)
+    c = size / 2.0
+    pos = np.zeros((n, 2))
+    pos[ring, 0] = c + radius * np.cos(ang)
+    pos[ring, 1] = c + radius * np.sin(ang)
+    free = ~fixed
+    rhs = -L[np.ix_(free, fixed)] @ pos[fixed]
+    pos[free] = np.linalg.solve(L[np.ix_(free, free)], rhs)
+    # orient it like a face: the mesh's forehead (landmark 10) at the top, chin (152) at the bottom
+    if pos[10, 1] > pos[152, 1]:
+        pos[:, 1] = 2 * c - pos[:, 1]
+    r2 = ((pos - c) ** 2).sum(1)
+    z = -np.sqrt(np.maximum(sphere_r ** 2 - r2, 0.0))  # MediaPipe: nearer = more negative
+    lm = np.zeros((NUM_FACE_LANDMARKS, 3), np.float32)
+    lm[:n, :2] = pos
+    lm[:n, 2] = z
+    lm[n:] = lm[[468 % n] * (NUM_FACE_LANDMARKS - n)]
+    return lm, c, sphere_r
+
+
+def test_face_mesh_rasteriser_normals():
+    size = 160
+    lm, c, R = synthetic_face(size)
+    normals, cov = rasterize_faces([lm], size, size, 1.0)
+    assert normals.shape == (size, size, 3) and cov.shape == (size, size)
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    x, y = (xx - c) / R, -(yy - c) / R
+    expected = np.stack([x, y, np.sqrt(np.clip(1 - x * x - y * y, 0, 1))], -1)
+    inner = (cov > 0) & ((xx - c) ** 2 + (yy - c) ** 2 < (0.8 * 55) ** 2)
+    assert inner.sum() > 3000
+    err = angle_deg(normals[inner], expected[inner])
+    assert np.median(err) < 3.0 and np.percentile(err, 95) < 8.0
+    centre = normals[int(c) - 3:int(c) + 3, int(c) - 3:int(c) + 3].reshape(-1, 3)
+    assert (centre[:, 2] > 0.97).all()
+    left = (cov > 0) & (xx < c - 40) & (np.abs(yy - c) < 10)
+    right = (cov > 0) & (xx > c + 40) & (np.abs(yy - c) < 10)
+    top = (cov > 0) & (yy < c - 40) & (np.abs(xx - c) < 10)
+    assert (normals[left][:, 0] < -0.4).all() and (normals[right][:, 0] > 0.4).all()
+    assert (normals[top][:, 1] > 0.4).all()  # forehead tilts up (camera +y)
+
+
+def test_geometry_blends_face_and_body_without_seams():
+    size = 160
+    lm, c, R = synthetic_face(size)
+    yy, xx = np.mgrid[0:size, 0:size]
+    matte = (((xx - c) / 70.0) ** 2 + ((yy - c) / 75.0) ** 2 < 1).astype(np.float32)
+    geo = estimate_geometry(Perception(matte=matte, face_landmarks=[lm]), size, size, GeometryOptions(work_size=size))
+    assert geo.normals.shape == (size, size, 3) and geo.face_mask.shape == (size, size)
+    assert geo.work_normals is not None
+    assert np.allclose(np.linalg.norm(geo.normals, axis=-1), 1.0, atol=0.03)
+    assert geo.face_mask[int(c), int(c)] > 0.99 and geo.face_mask[5, 5] == 0.0
+    # no seam: where face and body normals are blended, neighbours differ by a few degrees only
+    blend = cv2.dilate(((geo.face_mask > 0.001) & (geo.face_mask < 0.999)).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    assert blend.sum() > 500
+    dx = angle_deg(geo.normals[:, 1:], geo.normals[:, :-1])[blend[:, 1:] & blend[:, :-1]]
+    dy = angle_deg(geo.normals[1:], geo.normals[:-1])[blend[1:] & blend[:-1]]
+    assert max(dx.max(), dy.max()) < 5.0
+
+
+def test_silhouette_inflation_of_a_disc_points_outward():
+    size, R = 200, 70.0
+    c = (size - 1) / 2.0
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    r = np.hypot(xx - c, yy - c)
+    matte = (r < R).astype(np.float32)
+    n = inflate_silhouette(matte, GeometryOptions(inflation_size=size))
+    assert n.shape == (size, size, 3)
+    assert np.allclose(np.linalg.norm(n, axis=-1), 1.0, atol=1e-3)
+    outward = np.stack([(xx - c) / np.maximum(r, 1e-9), -(yy - c) / np.maximum(r, 1e-9)], -1)
+    rim = (r > 0.88 * R) & (r < 0.98 * R)
+    nxy = n[rim][:, :2]
+    cos = (nxy * outward[rim]).sum(-1) / np.maximum(np.linalg.norm(nxy, axis=-1), 1e-9)
+    assert np.percentile(cos, 5) > 0.9
+    assert n[rim][:, 2].mean() < 0.6  # tilted well into the image plane at the silhouette
+    assert n[r < 0.1 * R][:, 2].min() > 0.95  # facing the camera in the middle
+    # monotonic: the tilt grows towards the rim
+    nz_mid = n[(r > 0.45 * R) & (r < 0.55 * R)][:, 2].mean()
+    assert n[r < 0.1 * R][:, 2].mean() > nz_mid > n[rim][:, 2].mean()
+
+
+def test_inflation_ignores_image_borders():
+    # a person cut off by the bottom edge: no rim normals along that edge
+    size = 120
+    yy, xx = np.mgrid[0:size, 0:size]
+    matte = ((np.abs(xx - 60) < 40) & (yy > 30)).astype(np.float32)
+    n = inflate_silhouette(matte, GeometryOptions(inflation_size=size))
+    bottom = n[size - 2, 40:81]
+    assert (bottom[:, 1] > -0.3).all()  # not tilted downwards at the frame edge
+    assert n[32, 60, 1] > 0.5  # but tilted up at the real top edge
+
+
+# ----------------------------------------------------------------------------- mediapipe smoke test
+@pytest.fixture(scope="module")
+def astronaut():
+    if not ASSET.exists():
+        pytest.skip("packaged astronaut portrait missing")
+    bgr = cv2.imread(str(ASSET), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def test_mediapipe_perception_on_real_face(astronaut):
+    from relight.stages.perception import Perceiver
+
+    H, W = astronaut.shape[:2]
+    with Perceiver(video=False) as p:
+        per = p.process(astronaut)
+    assert per.matte.shape == (H, W) and per.matte.dtype == np.float32
+    assert 0.0 <= per.matte.min() and per.matte.max() <= 1.0
+    assert len(per.face_landmarks) == 1
+    lm = per.face_landmarks[0]
+    assert lm.shape == (478, 3)
+    cx, cy = np.median(lm[:, 0]), np.median(lm[:, 1])
+    assert 0 < cx < W and 0 < cy < H
+    assert per.matte[int(cy), int(cx)] > 0.9  # face centre is person
+    for y, x in ((3, 3), (3, W - 4)):  # top corners are background
+        assert per.matte[y, x] < 0.1
+
+    geo = estimate_geometry(per, H, W)
+    face = geo.face_mask > 0.9
+    assert face.sum() > 0.02 * H * W
+    assert np.median(geo.normals[face][:, 2]) > 0.8  # a frontal face faces the camera
+    x0 = np.percentile(lm[:, 0], 50)
+    left = face & (np.arange(W)[None, :] < x0 - 0.3 * np.ptp(lm[:, 0]))
+    right = face & (np.arange(W)[None, :] > x0 + 0.3 * np.ptp(lm[:, 0]))
+    assert np.median(geo.normals[left][:, 0]) < -0.2 and np.median(geo.normals[right][:, 0]) > 0.2
+
+    from relight.colour import to_linear
+
+    lin = to_linear(astronaut)
+    src = estimate_source_lighting(lin, per, geo)
+    out = render_person(lin, per, geo, src, prepare_target(make_hdri(0.75), 0.0))
+    assert out.shape == (H, W, 3) and np.isfinite(out).all()
+
+
+def test_external_matte_is_used(astronaut):
+    from relight.stages.perception import Perceiver
+
+    H, W = astronaut.shape[:2]
+    matte = np.zeros((H, W), np.uint8)
+    matte[H // 4:, W // 4: 3 * W // 4] = 255
+    with Perceiver(use_segmentation=False) as p:
+        per = p.process(astronaut, external_matte=matte)
+    assert np.array_equal(per.matte, matte.astype(np.float32) / 255.0)
+    assert len(per.face_landmarks) == 1
