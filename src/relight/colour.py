@@ -5,6 +5,7 @@ Rec.709. This module is the only place that converts between the two.
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 REC709_LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
@@ -23,11 +24,18 @@ _LINEAR_TO_SRGB8 = np.clip(
 del _x
 
 
+def _lut8(img: np.ndarray) -> np.ndarray:
+    """uint8 sRGB -> float32 linear through the table (cv2.LUT is ~10x faster than indexing)."""
+    if img.ndim >= 2 and img.size and img.flags.c_contiguous and (img.ndim == 2 or img.shape[-1] <= 4):
+        return cv2.LUT(img, SRGB8_TO_LINEAR)
+    return SRGB8_TO_LINEAR[img]
+
+
 def srgb_to_linear(img: np.ndarray) -> np.ndarray:
     """sRGB-encoded image (uint8, or float in [0, 1]) -> float32 linear. Float32 linear input
     must not be passed here; use :func:`to_linear` when the encoding depends on the dtype."""
     if img.dtype == np.uint8:
-        return SRGB8_TO_LINEAR[img]
+        return _lut8(img)
     x = np.clip(img.astype(np.float32, copy=False), 0.0, 1.0)
     return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
 
@@ -47,7 +55,7 @@ def linear_to_srgb8(img: np.ndarray) -> np.ndarray:
 def to_linear(rgb: np.ndarray) -> np.ndarray:
     """A decoded frame -> float32 linear: uint8 is taken as sRGB, float as already linear."""
     if rgb.dtype == np.uint8:
-        return SRGB8_TO_LINEAR[rgb]
+        return _lut8(rgb)
     return rgb.astype(np.float32, copy=False)
 
 

@@ -459,11 +459,6 @@ class Oracle(Method):
         return (data.albedo_linear(source) * np.maximum(e, 0.0)).astype(np.float32)
 
 
-class _NoPerceiver:
-    def close(self) -> None:
-        pass
-
-
 class Relight(Method):
     """This package's pipeline: ``Relighter(hdri=target HDRI, pan=target pan, background black)``
     on img.png with alpha.png as the external matte; the scene-linear composite.
@@ -486,24 +481,17 @@ class Relight(Method):
         key = (target.hdri_path, target.pan)
         if self._key != key:
             self._drop()
-            r = Relighter(RelightSettings(hdri=target.hdri_path, pan=target.pan, background="#000000"),
-                          video=False, use_segmentation=False)
-            if isinstance(getattr(r, "perceiver", None), Perceiver):
-                if self._perceiver is None:
-                    self._perceiver = r.perceiver
-                else:
-                    r.perceiver.close()  # its models were never loaded (they load on first use)
-                    r.perceiver = self._perceiver
-            self._relighter, self._key = r, key
+            if self._perceiver is None:
+                self._perceiver = Perceiver(video=False, use_segmentation=False)
+            self._relighter = Relighter(RelightSettings(hdri=target.hdri_path, pan=target.pan, background="#000000"),
+                                        video=False, perceiver=self._perceiver)
+            self._key = key
         comp = self._relighter.process_composite(data.image(source), matte=data.alpha(source), scene_linear=True)
         return np.asarray(comp.rgb, dtype=np.float32)[..., :3]
 
     def _drop(self):
-        r = self._relighter
-        if r is not None:
-            if getattr(r, "perceiver", None) is self._perceiver:
-                r.perceiver = _NoPerceiver()  # shared: closed in close()
-            r.close()
+        if self._relighter is not None:
+            self._relighter.close()  # leaves the shared perceiver open
         self._relighter = None
         self._key = None
 

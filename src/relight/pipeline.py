@@ -26,7 +26,7 @@ from .stages.encode import open_output, plan_output
 from .stages.geometry import estimate_geometry
 from .stages.lighting import estimate_source_lighting
 from .stages.perception import Perceiver
-from .stages.render import auto_exposure, prepare_target, render_person
+from .stages.render import TargetHDRI, render_person
 
 
 @dataclass
@@ -59,26 +59,31 @@ class Relighter:
     the input). With ``background="transparent"`` the result has a 4th (alpha) channel:
     straight alpha for uint8, premultiplied for float (the OpenEXR convention).
     Frames of one video must be given in order, with their presentation ``time`` in seconds
-    (used by ``autorotate``).
+    (used by ``autorotate``). ``perceiver`` lets several Relighters share one set of loaded
+    models (the caller then closes it).
     """
 
     def __init__(self, settings: RelightSettings = RelightSettings(), *, video: bool = True,
-                 linear_output: Optional[bool] = None, use_segmentation: bool = True):
+                 linear_output: Optional[bool] = None, use_segmentation: bool = True,
+                 perceiver: Optional[Perceiver] = None):
         self.settings = settings.validated()
         self.hdri = load_hdri(settings.hdri)
         pixels = self.hdri.pixels
         self.pan0 = envmap.pan_for_light_from(pixels, settings.light_from) if settings.light_from else float(settings.pan)
-        self.exposure = auto_exposure(pixels, None if settings.autorotate else self.pan0)
+        self.target_hdri = TargetHDRI(pixels)
+        self.exposure = self.target_hdri.exposure(None if settings.autorotate else self.pan0)
         self.linear_output = linear_output
-        self.perceiver = Perceiver(video=video, use_segmentation=use_segmentation)
+        # a perceiver passed in (shared between several Relighters) is the caller's to close
+        self._own_perceiver = perceiver is None
+        self.perceiver = perceiver if perceiver is not None else Perceiver(video=video, use_segmentation=use_segmentation)
         self.timer = StageTimer()
         self._background: Optional[composite_stage.BackgroundMaker] = None
-        self._targets: dict = {}
         self._frames = 0
 
     # -- lifecycle
     def close(self) -> None:
-        self.perceiver.close()
+        if self._own_perceiver:
+            self.perceiver.close()
         media = self._background.media if self._background is not None else None
         if media is not None and hasattr(media, "close"):
             media.close()
@@ -94,15 +99,6 @@ class Relighter:
         """The pan (degrees) at presentation time ``t``: ``--pan`` (or ``--light-from``) plus
         ``--autorotate`` degrees per second."""
         return self.pan0 + self.settings.autorotate * float(t)
-
-    def _target(self, pan: float):
-        key = round(pan % 360.0, 6)
-        target = self._targets.get(key)
-        if target is None:
-            if len(self._targets) > 8:  # autorotate: a new pan every frame; keep the cache small
-                self._targets.clear()
-            target = self._targets[key] = prepare_target(self.hdri.pixels, pan)
-        return target
 
     def _backgrounds(self, width: int, height: int) -> composite_stage.BackgroundMaker:
         bg = self._background
@@ -138,7 +134,7 @@ class Relighter:
         source = estimate_source_lighting(person_in, perception, geometry)
         t = self.timer.add("lighting", t)
         pan = self.pan_at(time)
-        person = render_person(person_in, perception, geometry, source, self._target(pan), specular=s.specular)
+        person = render_person(person_in, perception, geometry, source, self.target_hdri.target(pan), specular=s.specular)
         person *= np.float32(self.exposure * s.fg_gain)
         t = self.timer.add("render", t)
         maker = self._backgrounds(w, h)

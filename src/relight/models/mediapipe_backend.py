@@ -16,7 +16,10 @@ geometry stage does not need mediapipe either.
 """
 from __future__ import annotations
 
+import os
+import sys
 import threading
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import List, Optional
 
@@ -30,6 +33,29 @@ def _solutions():
     import mediapipe as mp  # deferred: importing mediapipe costs ~0.5 s
 
     return mp.solutions
+
+
+@contextmanager
+def _native_stderr_silenced(active: bool):
+    """Send file descriptor 2 to /dev/null while MediaPipe's native code starts a graph: it
+    prints informational absl/TFLite lines there that no Python setting turns off.
+    ``RELIGHT_NATIVE_LOGS=1`` keeps them."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # stderr replaced (e.g. captured): nothing to do
+        fd = None
+    if not active or fd is None or os.environ.get("RELIGHT_NATIVE_LOGS"):
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(fd), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    try:
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
 
 
 class MediaPipeBackend:
@@ -60,6 +86,7 @@ class MediaPipeBackend:
         self._face_mesh = None
         self._pose = None
         self._lock = threading.Lock()
+        self._started: set = set()  # models that have run once (their start-up logs are silenced)
 
     # ------------------------------------------------------------------ model creation
     def _get_segmenter(self):
@@ -100,8 +127,9 @@ class MediaPipeBackend:
     def segment(self, rgb: np.ndarray) -> np.ndarray:
         """Person probability (H, W) float32 in [0, 1] at the input's resolution."""
         rgb = self._check(rgb)
-        with self._lock:
+        with self._lock, _native_stderr_silenced("segmenter" not in self._started):
             result = self._get_segmenter().process(rgb)
+            self._started.add("segmenter")
         mask = result.segmentation_mask
         if mask is None:
             return np.zeros(rgb.shape[:2], np.float32)
@@ -110,8 +138,9 @@ class MediaPipeBackend:
     def face_landmarks(self, rgb: np.ndarray) -> List[np.ndarray]:
         """One (478, 3) float32 array per face found (normalised, see the module docstring)."""
         rgb = self._check(rgb)
-        with self._lock:
+        with self._lock, _native_stderr_silenced("face_mesh" not in self._started):
             result = self._get_face_mesh().process(rgb)
+            self._started.add("face_mesh")
         faces = []
         for face in result.multi_face_landmarks or []:
             arr = np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float32)
@@ -122,8 +151,9 @@ class MediaPipeBackend:
     def pose_landmarks(self, rgb: np.ndarray) -> Optional[np.ndarray]:
         """(33, 4) float32 (x, y normalised, z, visibility) or None."""
         rgb = self._check(rgb)
-        with self._lock:
+        with self._lock, _native_stderr_silenced("pose" not in self._started):
             result = self._get_pose().process(rgb)
+            self._started.add("pose")
         if result.pose_landmarks is None:
             return None
         return np.array([(p.x, p.y, p.z, p.visibility) for p in result.pose_landmarks.landmark], dtype=np.float32)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Optional
 
 import cv2
@@ -28,6 +29,7 @@ from ..types import Geometry, Perception, SourceLighting, TargetLighting
 
 SH_MAP_WIDTH = 128  # the HDRI is area-averaged to 128 x 64 for the SH projection
 SPEC_MAP_WIDTH = 64  # prefiltered glossy map: 64 x 32 (the lobe is ~20 degrees wide)
+EXPOSURE_MAX_SWING = 2.5  # auto exposure at a pan stays within 2.5x (1.3 stops) of the rotation-invariant one
 GLOSSY_EXPONENT = 16.0  # Phong-equivalent exponent of skin's glossy lobe (Beckmann m ~0.35, Weyrich et al. 2006)
 
 
@@ -43,8 +45,11 @@ class RenderOptions:
 
 
 # ----------------------------------------------------------------------------- target
-class _PreparedHDRI:
-    """Per-HDRI data that does not depend on the pan."""
+class TargetHDRI:
+    """The target HDRI prepared once for rendering: what does not depend on the pan (the small
+    map for the SH projection, the glossy prefiltered map), plus a small cache of per-pan SH.
+
+    Owned by whoever renders (the :class:`~relight.pipeline.Relighter`); no module-level state."""
 
     def __init__(self, hdri: np.ndarray):
         rgb = np.asarray(hdri, dtype=np.float32)
@@ -53,46 +58,55 @@ class _PreparedHDRI:
         self.small = downsample(rgb, SH_MAP_WIDTH)
         self.specular_map = prefilter_glossy(downsample(self.small, SPEC_MAP_WIDTH), GLOSSY_EXPONENT)
         self._sh_cache: "OrderedDict[float, np.ndarray]" = OrderedDict()
-        self.azimuth_average_sh: Optional[np.ndarray] = None  # for auto_exposure(pan_deg=None)
+        azimuth_mean = np.ascontiguousarray(np.broadcast_to(self.small.mean(axis=1, keepdims=True), self.small.shape))
+        self.azimuth_average_sh = irradiance_sh(project_sh(azimuth_mean, 0.0, max_width=SH_MAP_WIDTH)).astype(np.float32)
 
     def irradiance(self, pan_deg: float) -> np.ndarray:
-        key = round(float(pan_deg), 4)
+        """Camera-frame irradiance SH (9, 3) at ``pan_deg``."""
+        key = round(float(pan_deg) % 360.0, 4)
         sh = self._sh_cache.get(key)
         if sh is None:
             sh = irradiance_sh(project_sh(self.small, key, max_width=SH_MAP_WIDTH)).astype(np.float32)
             self._sh_cache[key] = sh
-            if len(self._sh_cache) > 64:
+            if len(self._sh_cache) > 64:  # autorotate: a new pan every frame
                 self._sh_cache.popitem(last=False)
         return sh
 
+    def target(self, pan_deg: float) -> TargetLighting:
+        """The lighting at one pan: irradiance SH and the glossy map (pan applied at lookup)."""
+        return TargetLighting(sh=self.irradiance(pan_deg), specular_map=self.specular_map, pan_deg=float(pan_deg))
 
-_PREPARED: "OrderedDict[tuple, _PreparedHDRI]" = OrderedDict()
+    def exposure(self, pan_deg: Optional[float] = None, albedo: float = 0.4, target: float = 0.2,
+                 max_swing: float = EXPOSURE_MAX_SWING) -> float:
+        """Scale k such that a frontal face of albedo ``albedo`` lit by the HDRI has a mean linear
+        level of ``target`` after k. The face is modelled as the visible half of a sphere (normals
+        weighted by their projected area). With ``pan_deg=None`` (autorotate) the map is
+        azimuth-averaged first, so k does not depend on the rotation. At a given pan, k stays
+        within ``max_swing`` times that rotation-invariant value, so a back-lit subject is
+        exposed up a little (as a camera would) without amplifying a nearly unlit face into noise."""
+        k_avg = _exposure_for(self.azimuth_average_sh, albedo, target)
+        if pan_deg is None:
+            return k_avg
+        k = _exposure_for(self.irradiance(pan_deg), albedo, target)
+        return float(np.clip(k, k_avg / max_swing, k_avg * max_swing))
 
 
-def _prepared(hdri: np.ndarray) -> _PreparedHDRI:
-    """Cache keyed on the array's identity and a fingerprint of its content."""
-    arr = np.asarray(hdri)
-    step_r = max(1, arr.shape[0] // 16)
-    step_c = max(1, arr.shape[1] // 32)
-    fp = hash(np.ascontiguousarray(arr[::step_r, ::step_c]).tobytes())
-    key = (id(hdri), arr.shape, arr.dtype.str, arr.__array_interface__["data"][0], fp)
-    prep = _PREPARED.get(key)
-    if prep is None:
-        prep = _PreparedHDRI(arr)
-        _PREPARED[key] = prep
-        while len(_PREPARED) > 4:
-            _PREPARED.popitem(last=False)
-    else:
-        _PREPARED.move_to_end(key)
-    return prep
+def _exposure_for(sh: np.ndarray, albedo: float, target: float) -> float:
+    E = np.maximum(eval_sh(np.asarray(sh, np.float32), front_normals()), 0.0) @ REC709_LUMA
+    level = albedo / math.pi * float(E.mean())
+    return float(target / level) if level > 1e-12 else 1.0
 
 
 def prepare_target(hdri_pixels: np.ndarray, pan_deg: float = 0.0) -> TargetLighting:
-    """The HDRI as the renderer needs it at one pan: camera-frame irradiance SH (9, 3) and the
-    glossy prefiltered equirect map (32, 64, 3) (pan applied at lookup). The per-HDRI work
-    (downsampling, prefiltering) is cached, so calling this every frame costs ~1 ms."""
-    prep = _prepared(hdri_pixels)
-    return TargetLighting(sh=prep.irradiance(pan_deg), specular_map=prep.specular_map, pan_deg=float(pan_deg))
+    """One-off :meth:`TargetHDRI.target` (prepares the HDRI each call; keep a :class:`TargetHDRI`
+    to render many frames)."""
+    return TargetHDRI(hdri_pixels).target(pan_deg)
+
+
+def auto_exposure(hdri_pixels: np.ndarray, pan_deg: Optional[float] = None, albedo: float = 0.4,
+                  target: float = 0.2) -> float:
+    """One-off :meth:`TargetHDRI.exposure`."""
+    return TargetHDRI(hdri_pixels).exposure(pan_deg, albedo, target)
 
 
 def prefilter_glossy(env: np.ndarray, exponent: float) -> np.ndarray:
@@ -108,41 +122,14 @@ def prefilter_glossy(env: np.ndarray, exponent: float) -> np.ndarray:
     return out.reshape(h, w, -1).astype(np.float32)
 
 
-# ----------------------------------------------------------------------------- exposure
-def auto_exposure(hdri_pixels: np.ndarray, pan_deg: Optional[float] = None, albedo: float = 0.4,
-                  target: float = 0.2) -> float:
-    """Scale k such that a frontal face of albedo ``albedo`` lit by the HDRI has a mean linear
-    level of ``target`` after k. The face is modelled as the visible half of a sphere (normals
-    weighted by their projected area). With ``pan_deg=None`` (autorotate) the map is
-    azimuth-averaged first, so k does not depend on the rotation."""
-    prep = _prepared(hdri_pixels)
-    if pan_deg is None:
-        if prep.azimuth_average_sh is None:
-            small = np.broadcast_to(prep.small.mean(axis=1, keepdims=True), prep.small.shape)
-            prep.azimuth_average_sh = irradiance_sh(project_sh(np.ascontiguousarray(small), 0.0, max_width=SH_MAP_WIDTH))
-        sh = prep.azimuth_average_sh
-    else:
-        sh = prep.irradiance(pan_deg)
-    E = np.maximum(eval_sh(np.asarray(sh, np.float32), _front_normals()), 0.0) @ REC709_LUMA
-    level = albedo / math.pi * float(E.mean())
-    if not level > 1e-12:
-        return 1.0
-    return float(target / level)
-
-
-_FRONT = None
-
-
-def _front_normals() -> np.ndarray:
+@lru_cache(maxsize=1)
+def front_normals() -> np.ndarray:
     """Normals of the visible half of a sphere sampled uniformly in the image (projected area)."""
-    global _FRONT
-    if _FRONT is None:
-        g = (np.arange(32) + 0.5) / 16.0 - 1.0
-        x, y = np.meshgrid(g, -g)
-        r2 = x * x + y * y
-        ok = r2 < 1.0
-        _FRONT = np.stack([x[ok], y[ok], np.sqrt(1.0 - r2[ok])], -1).astype(np.float32)
-    return _FRONT
+    g = (np.arange(32) + 0.5) / 16.0 - 1.0
+    x, y = np.meshgrid(g, -g)
+    r2 = x * x + y * y
+    ok = r2 < 1.0
+    return np.stack([x[ok], y[ok], np.sqrt(1.0 - r2[ok])], -1).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- rendering
