@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import traceback
 import warnings
@@ -207,10 +206,6 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"relight: warning: {message}", file=sys.stderr)
 
 
-def _sigterm(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     try:
@@ -223,10 +218,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     warnings.showwarning = _show_warning
     if getattr(args, "quiet", False):
         warnings.simplefilter("ignore")
-    try:
-        signal.signal(signal.SIGTERM, _sigterm)
-    except ValueError:  # not the main thread (embedded use)
-        pass
+    from .stages.encode import install_signal_handlers
+
+    install_signal_handlers()  # SIGTERM/SIGHUP end the run like Ctrl-C: no partial output
     handler = {"run": _cmd_run, "demo": _cmd_demo, "presets": _cmd_presets, "eval": _cmd_eval}[args.command]
     debug = getattr(args, "debug", False)
     try:

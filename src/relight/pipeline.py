@@ -201,7 +201,7 @@ def relight_file(input_path: str, output_path: str, settings: RelightSettings = 
             rgb = comp.rgb if scene_linear else linear_to_srgb8(comp.rgb)
             if scene_linear and comp.alpha is not None:
                 rgb = rgb * comp.alpha[..., None]  # EXR stores premultiplied colour
-            sink.write(rgb, comp.alpha)
+            sink.write(rgb, comp.alpha, time=frame.time)
             relighter.timer.add("encode", t)
             frames += 1
             progress.update()
