@@ -129,6 +129,7 @@ class Relighter:
         perception = self.perceiver.process(rgb8, external_matte=matte)
         t = self.timer.add("perception", t)
         person_in = composite_stage.decontaminate(lin, perception.matte)
+        t = self.timer.add("edges", t)
         geometry = estimate_geometry(perception, h, w)
         t = self.timer.add("geometry", t)
         source = estimate_source_lighting(person_in, perception, geometry)

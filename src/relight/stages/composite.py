@@ -51,24 +51,29 @@ def normalized_blur(img: np.ndarray, weight: np.ndarray, sigma: float) -> np.nda
     return num / np.maximum(den, 1e-4)
 
 
-def decontaminate(image_linear: np.ndarray, matte: np.ndarray) -> np.ndarray:
+def decontaminate(image_linear: np.ndarray, matte: np.ndarray, work_size: int = 320) -> np.ndarray:
     """Estimate the person's own colour at soft matte edges (hair, motion blur), removing the
-    old background that is mixed in there: solve I = a F + (1 - a) B for F with B and a smooth F
-    taken from nearby confident pixels. Opaque and empty pixels are returned unchanged."""
+    old background that is mixed in there: solve I = a F + (1 - a) B for F, with B and a smooth F
+    taken from nearby confident pixels (normalised blurs at a ~``work_size`` px working
+    resolution). Opaque and empty pixels are returned unchanged."""
     edge = (matte > 0.02) & (matte < 0.98)
     if not edge.any():
         return image_linear
     h, w = matte.shape
-    sigma = max(2.0, 0.01 * max(h, w))
-    bg = normalized_blur(image_linear, matte < 0.05, sigma)
-    fg_smooth = normalized_blur(image_linear, matte > 0.95, sigma)
-    a = np.maximum(matte, 0.05)[..., None]
-    fg = np.clip((image_linear - (1.0 - a) * bg) / a, 0.0, None)
+    f = max(1.0, max(h, w) / float(work_size))
+    sw, sh = max(1, int(round(w / f))), max(1, int(round(h / f)))
+    small = cv2.resize(image_linear, (sw, sh), interpolation=cv2.INTER_AREA)
+    small_matte = cv2.resize(matte.astype(np.float32), (sw, sh), interpolation=cv2.INTER_AREA)
+    sigma = max(2.0, 0.01 * max(h, w)) / f
+    bg = cv2.resize(normalized_blur(small, small_matte < 0.05, sigma), (w, h), interpolation=cv2.INTER_LINEAR)[edge]
+    fg_smooth = cv2.resize(normalized_blur(small, small_matte > 0.95, sigma), (w, h),
+                           interpolation=cv2.INTER_LINEAR)[edge]
+    a = matte[edge][:, None]
+    fg = np.clip((image_linear[edge] - (1.0 - a) * bg) / np.maximum(a, 0.05), 0.0, None)
     # trust the solved colour where the person dominates, the smooth colour where it is faint
-    t = np.clip((matte - 0.2) / 0.6, 0.0, 1.0)[..., None]
-    fg = t * fg + (1.0 - t) * fg_smooth
+    t = np.clip((a - 0.2) / 0.6, 0.0, 1.0)
     out = image_linear.copy()
-    out[edge] = fg[edge]
+    out[edge] = t * fg + (1.0 - t) * fg_smooth
     return out
 
 
