@@ -510,7 +510,10 @@ def test_sigkill_midway_leaves_no_target(tmp_path):
     assert any("relight-tmp" in n for n in os.listdir(tmp_path))  # it is writing next to the target
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=20)
-    assert not os.path.exists(out)  # temporary files may stay behind after SIGKILL
+    assert not os.path.exists(out)  # temporary files may stay behind after SIGKILL...
+    transcode(src, out)  # ...until the next run to the same target removes them
+    assert_no_temp(tmp_path)
+    assert decode.probe(out).frame_count == 3
 
 
 def test_sigterm_midway_cleans_up(tmp_path):

@@ -214,6 +214,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(exc.code or 0)
     if args.command is None:
         parser.print_help()
+        print("relight: error: no command given: run, demo, presets or eval (see `relight --help`)",
+              file=sys.stderr)
         return 2
     warnings.showwarning = _show_warning
     if getattr(args, "quiet", False):
@@ -231,8 +233,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"relight: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("\nrelight: interrupted; no output was written", file=sys.stderr)
+        print("\nrelight: interrupted; no partial output was left behind", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except MemoryError:
+        if debug:
+            traceback.print_exc()
+        print("relight: error: out of memory; nothing was written (try a smaller input, see README "
+              "'Resource use')", file=sys.stderr)
+        return EXIT_INTERNAL
+    except BrokenPipeError:  # e.g. `relight presets | head`: the reader went away
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
     except Exception as exc:  # a bug: one line unless --debug
         if debug:
             traceback.print_exc()

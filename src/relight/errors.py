@@ -5,7 +5,7 @@ Exit codes (documented in the README):
   2  usage error (bad option, bad combination of options)
   3  bad input (unreadable, corrupt or unsupported input file, HDRI or matte)
   4  output problem (exists without --overwrite, equals an input, unwritable)
-  5  internal error (a bug: please report it with --debug output)
+  5  internal error (a bug: please report it with --debug output), or out of memory
   130 interrupted (Ctrl-C); no partial output is left behind
 """
 from __future__ import annotations

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 from typing import Iterator, Optional, Union
 
 import numpy as np
@@ -26,6 +27,12 @@ from ..io.exr import read_exr
 from ..types import Frame, MediaInfo
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff", ".bmp", ".webp")
+
+# The largest frame relight accepts (inputs, mattes, backgrounds): 4096x4096, e.g. 5K video or a
+# 12-Mpixel photo. Memory grows with the frame (about 2.8 GB peak for 3840x2160, see README);
+# larger frames are refused before any work so that a huge file cannot exhaust memory.
+MAX_FRAME_PIXELS = 4096 * 4096
+MAX_FRAME_SIDE = 16384
 
 # a printf-style frame-number placeholder: %d, %4d, %04d
 _PLACEHOLDER = re.compile(r"%(0?)(\d*)d")
@@ -73,6 +80,44 @@ def _short(exc: BaseException) -> str:
     return text[:160]
 
 
+def _check_frame_size(width: int, height: int, path, what: str = "frame") -> None:
+    """InputError when a frame is larger than relight handles (0 = unknown passes)."""
+    width, height = int(width or 0), int(height or 0)
+    if width * height > MAX_FRAME_PIXELS or width > MAX_FRAME_SIDE or height > MAX_FRAME_SIDE:
+        raise InputError(
+            f"{what} is {width}x{height} ({width * height / 1e6:.1f} Mpixels); relight handles up to "
+            f"{MAX_FRAME_PIXELS / 1e6:.1f} Mpixels (e.g. 4096x4096, 5K video): downscale it first, e.g. "
+            "ffmpeg -i IN -vf scale=3840:-2 OUT", path)
+
+
+def _header_image_size(data: np.ndarray) -> "tuple[int, int] | None":
+    """(width, height) from a PNG or JPEG header without decoding; None for other formats or
+    when the header cannot be parsed (the decoder then decides)."""
+    head = data[:8].tobytes()
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and data.size >= 24:
+        w, h = struct.unpack(">II", data[16:24].tobytes())
+        return w, h
+    if head.startswith(b"\xff\xd8"):
+        i, n = 2, min(int(data.size), 1 << 20)
+        buf = data[:n].tobytes()
+        while i + 9 < n:
+            if buf[i] != 0xFF:
+                i += 1
+                continue
+            marker = buf[i + 1]
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+                i += 1 if marker == 0xFF else 2
+                continue
+            length = (buf[i + 2] << 8) | buf[i + 3]
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+                h, w = struct.unpack(">HH", buf[i + 5:i + 9])
+                return w, h
+            if marker == 0xDA or length < 2:  # start of scan before a frame header: give up
+                return None
+            i += 2 + length
+    return None
+
+
 def _require_file(path, what: str = "file") -> str:
     """Return ``path`` as str if it is an existing regular file, else raise InputError."""
     p = str(path)
@@ -82,6 +127,8 @@ def _require_file(path, what: str = "file") -> str:
         raise InputError(f"{what} is a directory, not a file", p)
     if not os.access(p, os.R_OK):
         raise InputError(f"{what} is not readable (permission denied)", p)
+    if os.path.isfile(p) and os.path.getsize(p) == 0:
+        raise InputError(f"{what} is empty (0 bytes)", p)
     return p
 
 
@@ -97,9 +144,18 @@ def _imread_raw(path: str, flags: int) -> np.ndarray:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise InputError(f"cannot read image ({exc.strerror})", path) from None
-    img = cv2.imdecode(data, flags) if data.size else None
+    if not data.size:
+        raise InputError("image file is empty (0 bytes)", path)
+    size = _header_image_size(data)
+    if size is not None:
+        _check_frame_size(*size, path, what="image")
+    try:
+        img = cv2.imdecode(data, flags)
+    except cv2.error:  # e.g. EXR bytes: OpenCV's EXR codec is disabled and raises instead of returning None
+        img = None
     if img is None:
-        raise InputError("not a readable image (corrupt or unsupported format)", path)
+        raise InputError("not a readable image (corrupt, truncated or unsupported format)", path)
+    _check_frame_size(img.shape[1], img.shape[0], path, what="image")
     return img
 
 
@@ -116,7 +172,8 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
 
 def _read_exr_rgb(path: str) -> np.ndarray:
     """EXR -> float32 (H, W, 3) scene-linear (alpha dropped, grey expanded, NaN removed)."""
-    img = read_exr(path)
+    img = read_exr(path, max_pixels=MAX_FRAME_PIXELS)
+    _check_frame_size(img.shape[1], img.shape[0], path, what="image")
     if img.shape[2] == 1:
         img = np.repeat(img, 3, axis=2)
     rgb = np.ascontiguousarray(img[..., :3], dtype=np.float32)
@@ -140,17 +197,40 @@ def read_image_rgb(path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def _check_grey(rgb: np.ndarray, path: str) -> None:
+    """InputError when a matte is clearly a colour picture (such as the input video itself)
+    rather than a black-and-white matte. ``rgb``: (H, W, 3) uint8 or float in [0, 1]."""
+    if rgb.ndim != 3 or rgb.shape[2] < 3 or rgb.size == 0:
+        return
+    step = max(1, int(np.sqrt(rgb.shape[0] * rgb.shape[1] / 250_000)))  # a subsample is enough
+    px = rgb[::step, ::step, :3].astype(np.float32)
+    if rgb.dtype == np.uint8:
+        px *= np.float32(1.0 / 255.0)
+    elif rgb.dtype == np.uint16:
+        px *= np.float32(1.0 / 65535.0)
+    px = np.nan_to_num(px)
+    spread = px.max(axis=2) - px.min(axis=2)
+    coloured = float(np.mean(spread > 0.1))
+    if coloured > 0.02:
+        raise InputError(
+            f"matte is not greyscale ({coloured:.0%} of its pixels are coloured): a matte is black (background) "
+            "and white (person); is this the video itself rather than its matte?", path)
+
+
 def _read_matte_image(path: str) -> np.ndarray:
     """Read a matte image -> float32 (H, W) in [0, 1].
 
-    A varying alpha channel is the matte; otherwise the image is converted to grey."""
+    A varying alpha channel is the matte; otherwise the image must be grey (a colour image is
+    refused, see :func:`_check_grey`) and its grey level is the matte."""
     import cv2
 
     if path.lower().endswith(".exr"):
-        img = read_exr(path)
-        if img.shape[2] == 4 and np.ptp(img[..., 3]) > 0:
+        img = read_exr(path, max_pixels=MAX_FRAME_PIXELS)
+        _check_frame_size(img.shape[1], img.shape[0], path, what="matte")
+        if img.shape[2] == 4 and np.ptp(np.nan_to_num(img[..., 3])) > 0:
             grey = img[..., 3]
         elif img.shape[2] >= 3:
+            _check_grey(np.clip(img[..., :3], 0.0, 1.0), path)
             grey = img[..., :3].mean(axis=2)
         else:
             grey = img[..., 0]
@@ -160,8 +240,11 @@ def _read_matte_image(path: str) -> np.ndarray:
     img = _imread_raw(path, flags)
     if img.ndim == 3 and img.shape[2] == 4 and img[..., 3].min() != img[..., 3].max():
         grey = img[..., 3]
-    elif img.ndim == 3:
+    elif img.ndim == 3 and img.shape[2] >= 3:
+        _check_grey(img, path)
         grey = cv2.cvtColor(np.ascontiguousarray(img[..., :3]), cv2.COLOR_BGR2GRAY)
+    elif img.ndim == 3:
+        grey = img[..., 0]
     else:
         grey = img
     return _unit_float(grey)
@@ -213,7 +296,45 @@ def _open_container(path: str):
     try:
         return av.open(path, metadata_errors="ignore")
     except (av.FFmpegError, OSError, ValueError) as exc:
+        damage = mp4_damage(path)
+        if damage:
+            raise InputError(damage, path) from None
         raise InputError(f"not a readable video or image ({_short(exc)})", path) from None
+
+
+def mp4_damage(path: str) -> Optional[str]:
+    """For an MP4/MOV (ISO media) file, say why it is incomplete, from its top-level boxes:
+    one that runs past the end of the file (cut mid-file) or no 'moov' index (an unfinished
+    recording). None when the file is not ISO media or looks complete."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 8 or head[4:8] not in (b"ftyp", b"wide", b"mdat", b"moov", b"free", b"skip"):
+                return None
+            pos, boxes = 0, []
+            while pos + 8 <= size and len(boxes) < 10000:
+                f.seek(pos)
+                hdr = f.read(16)
+                box_size, kind = struct.unpack(">I4s", hdr[:8])
+                if box_size == 1 and len(hdr) == 16:
+                    box_size = struct.unpack(">Q", hdr[8:16])[0]
+                elif box_size == 0:
+                    box_size = size - pos
+                if box_size < 8:
+                    return None  # not a box structure we understand: let FFmpeg's message stand
+                boxes.append(kind)
+                if pos + box_size > size:
+                    name = kind.decode("latin-1")
+                    return (f"truncated: the file ends inside its '{name}' box ({size} of {pos + box_size} bytes); "
+                            "use a complete copy of the file")
+                pos += box_size
+    except OSError:
+        return None
+    if b"moov" not in boxes:
+        return ("truncated or unfinished MP4/MOV: its index (the 'moov' box) is missing, so no frame can be "
+                "found; use a complete copy of the file")
+    return None
 
 
 def _find_video_stream(container, path: str):
@@ -282,6 +403,12 @@ class VideoSource:
 
     ``pix_fmt`` is ``"rgb24"`` (frames (H, W, 3) sRGB) or ``"gray"`` (frames (H, W), used for
     mattes). The first frame is decoded on open so that empty or undecodable files fail early.
+
+    Damage is survived, not fatal: a packet the decoder rejects is skipped (``dropped`` counts
+    them; the next frames keep their index, so the earlier frame simply lasts longer), a frame
+    the decoder had to conceal errors in is kept (``repaired`` counts them), and a file that
+    ends early (cut mid-file) or whose container breaks off ends the video there
+    (``ended_early`` says why). :meth:`problems` sums this up in one line.
     """
 
     def __init__(self, path, pix_fmt: str = "rgb24"):
@@ -289,15 +416,32 @@ class VideoSource:
 
         self.path = _require_file(path, "video")
         self._pix_fmt = pix_fmt
+        self.dropped = 0  # packets that could not be decoded
+        self.repaired = 0  # frames decoded with errors concealed
+        self.decoded = 0  # frames delivered so far
+        self.ended_early: Optional[str] = None  # why reading stopped before the end, if it did
+        self._last_error = ""
         self._container = _open_container(self.path)
         try:
             self._stream = _find_video_stream(self._container, self.path)
+            _check_frame_size(self._stream.codec_context.width, self._stream.codec_context.height, self.path)
             self._stream.thread_type = "AUTO"
             self._reformatter = VideoReformatter()
-            self._decoded = self._container.decode(self._stream)
+            self._decoded = self._decode_tolerant()
             self._first = self._next_av_frame(0)
             if self._first is None:
+                announced = self._stream.frames or 0
+                if self.dropped:
+                    raise InputError(f"contains no decodable video frames ({self.dropped} damaged packets: "
+                                     f"{self._last_error})", self.path)
+                damage = mp4_damage(self.path)
+                if damage:
+                    raise InputError(damage, self.path)
+                if announced > 0 or self.ended_early:
+                    raise InputError(f"no video frame could be read although the file announces {announced}: "
+                                     "truncated or damaged file", self.path)
                 raise InputError("contains no video frames", self.path)
+            _check_frame_size(self._first.width, self._first.height, self.path)
             self._rotation = _rotation_cw(self._stream, self._first)
             self.info = self._make_info(self._first)
         except BaseException:
@@ -311,8 +455,10 @@ class VideoSource:
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         fps = float(rate) if rate else 0.0
         duration = _stream_duration(stream, container)
-        if fps <= 0:
+        if not (0 < fps < 10000):
             fps = stream.frames / duration if stream.frames and duration else 30.0
+            if not (0 < fps < 10000):
+                fps = 30.0
         frames = stream.frames if stream.frames and stream.frames > 0 else max(1, round(duration * fps))
         if duration <= 0:
             duration = frames / fps
@@ -328,17 +474,57 @@ class VideoSource:
 
     # -- decoding
 
-    def _next_av_frame(self, index: int):
-        """The next decoded av.VideoFrame, None at the end; InputError on a decoding error."""
+    def _decode_tolerant(self):
+        """Decoded av.VideoFrames, front to back, skipping packets the decoder rejects."""
         import av
 
-        try:
-            return next(self._decoded)
-        except StopIteration:
-            return None
-        except (av.FFmpegError, OSError, ValueError) as exc:
-            where = "while opening" if index == 0 else f"after {index} frames"
-            raise InputError(f"video decoding failed {where} ({_short(exc)})", self.path) from None
+        packets = self._container.demux(self._stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except (av.FFmpegError, OSError, ValueError, MemoryError) as exc:  # the container breaks off
+                self.ended_early = f"the file is damaged after {self.decoded} frames ({_short(exc)})"
+                packet = None
+            try:
+                frames = packet.decode() if packet is not None else self._stream.codec_context.decode(None)
+            except (av.FFmpegError, ValueError, MemoryError) as exc:
+                if packet is None or packet.size:  # a damaged packet (not the end-of-stream flush)
+                    self.dropped += 1
+                    self._last_error = _short(exc)
+                frames = []
+            for frame in frames:
+                if frame.is_corrupt:
+                    self.repaired += 1
+                yield frame
+            if packet is None:
+                break
+
+    def _next_av_frame(self, index: int):
+        """The next decoded av.VideoFrame, None at the end."""
+        frame = next(self._decoded, None)
+        if frame is not None:
+            self.decoded += 1
+        return frame
+
+    def problems(self) -> Optional[str]:
+        """One line on the damage survived so far (None when there was none)."""
+        parts = []
+        if self.dropped:
+            one = self.dropped == 1
+            parts.append(f"{self.dropped} damaged frame{'' if one else 's'} could not be decoded and "
+                         f"{'was' if one else 'were'} dropped (the frame before is shown longer)")
+        if self.repaired:
+            one = self.repaired == 1
+            parts.append(f"{self.repaired} frame{'' if one else 's'} had decoding errors, concealed by the "
+                         "decoder (repaired)")
+        if self.ended_early:
+            parts.append(self.ended_early)
+        elif self.info.frame_count > 1 and self.decoded + self.dropped < 0.9 * self.info.frame_count - 1:
+            parts.append(f"the video ends after {self.decoded + self.dropped} of the {self.info.frame_count} "
+                         "frames its header announces (truncated file?)")
+        return "; ".join(parts) if parts else None
 
     def _convert(self, frame) -> np.ndarray:
         """av.VideoFrame -> upright uint8 ndarray in the requested pixel format."""
@@ -350,19 +536,21 @@ class VideoSource:
         return _rotate(out.to_ndarray(), self._rotation)
 
     def frames(self) -> Iterator[tuple[int, float, np.ndarray]]:
-        """Yield (index, time in seconds, array) for every frame, front to back (once)."""
-        frame, index = self._first, 0
+        """Yield (index, time in seconds, array) for every frame, front to back (once).
+
+        The index counts dropped (undecodable) frames too, so that it stays the frame's
+        position in the file."""
+        frame = self._first
         self._first = None
         last_time = None
         step = 1.0 / self.info.fps
         while frame is not None:
             t = frame.time
-            if t is None:
+            if t is None or not np.isfinite(t):
                 t = 0.0 if last_time is None else last_time + step
             last_time = t
-            yield index, float(t), self._convert(frame)
-            index += 1
-            frame = self._next_av_frame(index)
+            yield self.decoded - 1 + self.dropped, float(t), self._convert(frame)
+            frame = self._next_av_frame(self.decoded)
 
     def __iter__(self) -> Iterator[Frame]:
         for index, t, arr in self.frames():
@@ -475,6 +663,11 @@ class _VideoMatte:
 
     def _open(self) -> None:
         self._video = VideoSource(self.path, pix_fmt="gray")
+        try:
+            _check_grey(self._video._first.to_ndarray(format="rgb24"), self.path)
+        except BaseException:
+            self._video.close()
+            raise
         self._frames = self._video.frames()
         self._index = -1
         self._raw: Optional[np.ndarray] = None

@@ -13,10 +13,14 @@ Video keeps the input's size, frame timing (VFR included) and duration, and its 
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import re
 import secrets
 import shutil
 import signal
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Optional
@@ -183,16 +187,54 @@ def _check_existing(spec: OutputSpec) -> None:
 # temporary files and signals
 
 
+_TEMP_MARK = ".relight-tmp-"
+
+
 def _temp_name(target: str, suffix: str = "") -> str:
-    """A hidden name next to ``target``: ``.name.relight-tmp-XXXXXXXX.ext``."""
+    """A hidden name next to ``target``: ``.name.relight-tmp-PID-XXXXXXXX.ext`` (the process id
+    lets a later run recognise, and remove, what a killed run left behind)."""
     directory, name = os.path.split(target)
     stem, ext = os.path.splitext(name)
     stem = stem.replace("%", "")
-    return os.path.join(directory, f".{stem}.relight-tmp-{secrets.token_hex(4)}{suffix or ext}")
+    return os.path.join(directory, f".{stem}{_TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}{suffix or ext}")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # someone else's process (or cannot tell): leave its files alone
+    return True
+
+
+def remove_stale_temp_files(target: str) -> int:
+    """Remove the temporary files and folders that runs killed outright (SIGKILL, power loss)
+    left next to ``target``: only names of the form ``.STEM.relight-tmp-PID-XXXXXXXX.EXT`` whose
+    process is gone. Returns how many were removed."""
+    directory, name = os.path.split(target)
+    stem, ext = os.path.splitext(name)
+    stem = stem.replace("%", "")
+    pattern = re.compile(re.escape(f".{stem}{_TEMP_MARK}") + r"(\d+)-[0-9a-f]{8}(?:" + re.escape(ext) + r"|\.d)")
+    removed = 0
+    try:
+        names = os.listdir(directory or ".")
+    except OSError:
+        return 0
+    for entry in names:
+        m = pattern.fullmatch(entry)
+        if m and not _pid_alive(int(m.group(1))):
+            _remove_quietly(os.path.join(directory, entry))
+            removed += 1
+    return removed
 
 
 def _reserve_temp_file(target: str) -> str:
     """Create an empty hidden temporary file next to ``target`` (same extension) and return it."""
+    remove_stale_temp_files(target)
     for _ in range(100):
         path = _temp_name(target)
         try:
@@ -218,6 +260,45 @@ def _remove_quietly(path: Optional[str]) -> None:
         pass
     except OSError:
         pass
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Hold SIGINT/SIGTERM/SIGHUP until the block ends, so that a many-step commit is not cut in
+    the middle; a signal that arrived meanwhile is acted on afterwards (its handler runs then).
+
+    The Python-level handlers are swapped (masking the signal would not do: the kernel delivers
+    it to whichever thread does not block it, e.g. a decoder's). Main thread only; elsewhere
+    a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list = []
+
+    def hold(signum, _frame):
+        pending.append(signum)
+
+    old = {}
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is None:
+            continue
+        try:
+            old[sig] = signal.signal(sig, hold)
+        except (ValueError, OSError):
+            pass
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if pending:
+            signum = pending[0]
+            handler = old.get(signum)
+            if callable(handler):
+                handler(signum, None)  # e.g. KeyboardInterrupt, now that the commit is complete
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)
 
 
 def install_signal_handlers() -> None:
@@ -285,7 +366,8 @@ def _write_image_file(path: str, ext: str, rgb: np.ndarray, alpha: Optional[np.n
     ok, buf = cv2.imencode(ext, img, params)
     if not ok:
         raise OutputError(f"could not encode {ext} image", path)
-    buf.tofile(path)
+    with open(path, "wb") as f:  # (ndarray.tofile loses the errno of a failed write, e.g. ENOSPC)
+        f.write(memoryview(buf))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -369,42 +451,57 @@ class SequenceSink(_Sink):
 
     def __init__(self, spec: OutputSpec, info: MediaInfo):
         super().__init__(spec, info)
+        remove_stale_temp_files(spec.path)
         self._tmpdir = _temp_name(spec.path, suffix=".d")
         try:
             os.mkdir(self._tmpdir)
         except OSError as exc:
             raise OutputError(f"cannot create a temporary folder ({exc.strerror})", self.path) from None
-        self._names: list = []
+
+    def _name(self, i: int) -> str:
+        return os.path.basename(format_pattern(self.spec.path, SEQUENCE_START + i))
 
     def write(self, rgb, alpha=None, time=None) -> None:
         """Write the next frame (numbered from SEQUENCE_START)."""
         _check_shape(rgb, alpha, self.width, self.height)
-        name = os.path.basename(format_pattern(self.spec.path, SEQUENCE_START + self.frames_written))
-        _write_with_errors(os.path.join(self._tmpdir, name), self.spec.ext,
+        _write_with_errors(os.path.join(self._tmpdir, self._name(self.frames_written)), self.spec.ext,
                            rgb, alpha if self.spec.alpha else None, self.path)
-        self._names.append(name)
         self.frames_written += 1
 
     def _finish(self) -> None:
         directory = self.spec.directory
-        keep = set(self._names)
-        if self.spec.overwrite:  # remove stale frames of an earlier, longer run
-            for old in _existing_sequence_files(self.spec.path):
-                if old not in keep:
-                    _remove_quietly(os.path.join(directory, old))
-        for name in self._names:
-            _replace(os.path.join(self._tmpdir, name), os.path.join(directory, name))
-        _remove_quietly(self._tmpdir)
+        n = self.frames_written
+        with _signals_deferred():  # moving many files in: Ctrl-C must not leave half a sequence
+            if self.spec.overwrite:  # remove stale frames of an earlier, longer run
+                for old in _existing_sequence_files(self.spec.path):
+                    if not os.path.exists(os.path.join(self._tmpdir, old)):
+                        _remove_quietly(os.path.join(directory, old))
+            for i in range(n):
+                name = self._name(i)
+                _replace(os.path.join(self._tmpdir, name), os.path.join(directory, name))
+            _remove_quietly(self._tmpdir)
 
     def _discard(self) -> None:
         _remove_quietly(self._tmpdir)
+
+
+def _write_failed(exc: BaseException, target: str, what: str = "writing the output failed") -> OutputError:
+    """An OutputError for a failed write, saying plainly when the disk is full."""
+    code = getattr(exc, "errno", None)
+    if code in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(exc):
+        return OutputError(f"{what}: the disk is full (no space left on device); free some space and "
+                           "run again (nothing was written)", target)
+    if code == errno.EROFS:
+        return OutputError(f"{what}: read-only file system", target)
+    reason = getattr(exc, "strerror", None) or _short(exc)
+    return OutputError(f"{what} ({reason})", target)
 
 
 def _write_with_errors(path, ext, rgb, alpha, target) -> None:
     try:
         _write_image_file(path, ext, rgb, alpha)
     except OSError as exc:
-        raise OutputError(f"writing failed ({exc.strerror or exc})", target) from None
+        raise _write_failed(exc, target) from None
 
 
 def _replace(src: str, dst: str) -> None:
@@ -489,6 +586,17 @@ class _AudioTrack:
         self._drop_priming = ext in (".mkv", ".webm")
         self._held = None  # next packet, not yet due
         self._ended = False
+        self.skipped = 0  # damaged audio packets left out
+        self.broke_off: Optional[str] = None  # why the audio stopped early, if it did
+
+    def problems(self) -> Optional[str]:
+        """One line on audio damage survived (None when there was none)."""
+        parts = []
+        if self.skipped:
+            parts.append(f"{self.skipped} damaged audio packet{'s' if self.skipped != 1 else ''} left out")
+        if self.broke_off:
+            parts.append(self.broke_off)
+        return "; ".join(parts) if parts else None
 
     def _add_encoder(self, ext: str):
         ctx = self._src.codec_context
@@ -511,20 +619,31 @@ class _AudioTrack:
                 packet = next(self._packets)
             except StopIteration:
                 return None
-            except (av.FFmpegError, OSError) as exc:
-                raise InputError(f"reading audio failed ({_short(exc)})", self._source) from None
+            except (av.FFmpegError, OSError, ValueError, MemoryError) as exc:  # damaged container: stop the audio here
+                self.broke_off = f"the audio is damaged and stops early ({_short(exc)})"
+                return None
             if packet.dts is not None or packet.size:
                 return packet
 
     def _emit(self, packet) -> None:
         if self._copy and self._drop_priming and packet.pts is not None and packet.pts + (packet.duration or 0) <= 0:
             return  # encoder priming before t=0: Matroska would shift every stream to fit it
-        if self._copy:
-            packet.stream = self._dst
-            self._out.mux(packet)
+        try:
+            if self._copy:
+                packet.stream = self._dst
+                self._out.mux(packet)
+                return
+            frames = packet.decode()
+        except ValueError:  # damaged packet (bad data or timestamps): leave it out, keep going
+            self.skipped += 1
             return
-        for frame in packet.decode():
-            self._out.mux(self._dst.encode(frame))
+        for frame in frames:
+            try:
+                encoded = self._dst.encode(frame)
+            except ValueError:
+                self.skipped += 1
+                continue
+            self._out.mux(encoded)
 
     def pump(self, until: Optional[float]) -> None:
         """Mux audio packets that start before ``until`` seconds (None: all that are left)."""
@@ -561,6 +680,7 @@ class VideoSink(_Sink):
         self._tmp = _reserve_temp_file(spec.path)
         self._container = None
         self._audio: Optional[_AudioTrack] = None
+        self.audio_problems: Optional[str] = None  # damage to the input's audio that was survived
         try:
             self._open(codec, crf, preset, audio_from)
         except BaseException:
@@ -649,7 +769,7 @@ class VideoSink(_Sink):
             if self._pending is not None:
                 self._encode_pending(frame.pts - self._pending.pts)
         except (av.FFmpegError, OSError) as exc:
-            raise OutputError(f"video encoding failed ({_short(exc)})", self.path) from None
+            raise _write_failed(exc, self.path, "video encoding failed") from None
         self._pending = frame
         self.frames_written += 1
 
@@ -726,12 +846,19 @@ class VideoSink(_Sink):
             self._flush_video()
             if self._audio is not None:
                 self._audio.finish()
+                self.audio_problems = self._audio.problems()
                 self._audio.close()
                 self._audio = None
             self._container.close()
             self._container = None
         except (av.FFmpegError, OSError) as exc:
-            raise OutputError(f"writing the video failed ({_short(exc)})", self.path) from None
+            raise _write_failed(exc, self.path, "writing the video failed") from None
+        try:
+            size = os.path.getsize(self._tmp)
+        except OSError:
+            size = 0
+        if size == 0:  # never put an empty file in place of the target
+            raise OutputError("writing the video failed (the file came out empty)", self.path)
         _replace(self._tmp, self.path)
 
     def _discard(self) -> None:
