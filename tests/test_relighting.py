@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from relight.envmap import eval_sh, irradiance_sh, pixel_grid, project_sh, uv_to_direction
+from relight.envmap import eval_sh, irradiance_sh, pixel_grid, project_sh, solid_angles, uv_to_direction
 from relight.stages.geometry import GeometryOptions, estimate_geometry, inflate_silhouette, rasterize_faces
-from relight.stages.lighting import dominant_direction, estimate_source_lighting
+from relight.stages.lighting import LightingOptions, dominant_direction, estimate_source_lighting
 from relight.stages.render import auto_exposure, prepare_target, render_person
 from relight.types import Geometry, Perception, SourceLighting, TargetLighting
 
@@ -61,6 +61,22 @@ def angle_deg(a, b):
     return np.degrees(np.arccos(np.clip(c, -1.0, 1.0)))
 
 
+# the estimator with its face-oriented priors switched off (a sphere shows every normal, so the
+# priors only bias it): what the exactness tests use
+PLAIN_FIT = LightingOptions(ridge_band1=0.002, ridge_band2=0.008, prior_up=0.0)
+
+
+def brute_irradiance(hdri, normals, pan=0.0):
+    """E(n) = sum over the map's pixels of L max(0, n.w) dOmega: the exact irradiance (no SH)."""
+    h, w = hdri.shape[:2]
+    u, v = pixel_grid(w, h)
+    d = uv_to_direction(u, v, pan).reshape(-1, 3)
+    omega = np.broadcast_to(solid_angles(w, h), (h, w)).reshape(-1)
+    L = hdri.reshape(-1, 3) * omega[:, None]
+    cos = np.clip(normals.reshape(-1, 3) @ d.T, 0.0, None)
+    return (cos @ L).reshape(normals.shape[:-1] + (3,)).astype(np.float32)
+
+
 def sphere_scene(hdri, albedo=(0.5, 0.5, 0.5)):
     n, matte = sphere()
     img = lambert(n, albedo, hdri) * matte[..., None]
@@ -74,17 +90,24 @@ def test_relit_sphere_matches_direct_render_and_bright_side_flips():
     hdri_a = make_hdri(0.25)  # light from the camera's left (-x)
     hdri_b = make_hdri(0.75)  # light from the right (+x)
     img_a, per, geo, n, matte = sphere_scene(hdri_a)
-    src = estimate_source_lighting(img_a, per, geo)
+    src = estimate_source_lighting(img_a, per, geo, PLAIN_FIT)
     relit = render_person(img_a, per, geo, src, prepare_target(hdri_b, 0.0), specular=0.0)
-    direct_b = lambert(n, (0.5, 0.5, 0.5), hdri_b)
+    # the target's light is rendered as a light (sharp terminator), not as order-2 SH: the
+    # reference is the exact irradiance of hdri_b
+    direct_b = 0.5 / math.pi * brute_irradiance(hdri_b, n)
 
     assert relit.shape == img_a.shape and relit.dtype == np.float32
     assert np.isfinite(relit).all()
     inner = (np.linalg.norm(n[..., :2], axis=-1) < 0.95) & (matte > 0)
     scale = np.median(direct_b[inner] / np.maximum(relit[inner], 1e-9))
     rel_err = np.abs(scale * relit[inner] - direct_b[inner]) / direct_b[inner]
-    assert np.median(rel_err) < 0.01
-    assert rel_err.max() < 0.04
+    assert np.median(rel_err) < 0.02
+    lit = inner & (direct_b[..., 1] > 0.3 * direct_b[..., 1].max())  # away from the (softened) terminator
+    assert np.percentile(rel_err[lit[inner]], 95) < 0.06
+    # and much closer to the exact irradiance than the order-2 SH render is
+    sh_b = lambert(n, (0.5, 0.5, 0.5), hdri_b)
+    k_sh = np.median(direct_b[inner] / sh_b[inner])
+    assert np.median(rel_err) < 0.5 * np.median(np.abs(k_sh * sh_b[inner] - direct_b[inner]) / direct_b[inner])
 
     left = inner & (n[..., 0] < -0.3)
     right = inner & (n[..., 0] > 0.3)
@@ -108,9 +131,14 @@ def test_relit_sphere_plausible_absolute_albedo():
 def test_source_estimate_recovers_light_direction(light_u):
     hdri = make_hdri(light_u, 0.35)
     img, per, geo, n, matte = sphere_scene(hdri, albedo=(0.6, 0.45, 0.35))
+    true_dir = uv_to_direction(light_u, 0.35)
+    # with the natural-light priors (tuned for faces: shrunk, and towards light from above)
+    # the direction is still about right ...
     src = estimate_source_lighting(img, per, geo)
     assert isinstance(src, SourceLighting) and src.sh.shape == (9, 3)
-    true_dir = uv_to_direction(light_u, 0.35)
+    assert angle_deg(dominant_direction(src.sh), true_dir) < 25.0
+    # ... and with them off, exact
+    src = estimate_source_lighting(img, per, geo, PLAIN_FIT)
     assert angle_deg(dominant_direction(src.sh), true_dir) < 8.0
     # and the estimate is proportional to the truth over the visible normals
     E_true = eval_sh(irradiance_sh(project_sh(hdri)).astype(np.float32), n[matte > 0])[:, 1]
@@ -267,7 +295,9 @@ def test_silhouette_inflation_of_a_disc_points_outward():
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     r = np.hypot(xx - c, yy - c)
     matte = (r < R).astype(np.float32)
-    n = inflate_silhouette(matte, GeometryOptions(inflation_size=size))
+    # a floating disc: lower edges counted as silhouette too (by default they are not, see
+    # test_lower_silhouette_edges_are_not_rims)
+    n = inflate_silhouette(matte, GeometryOptions(inflation_size=size, open_bottom=False))
     assert n.shape == (size, size, 3)
     assert np.allclose(np.linalg.norm(n, axis=-1), 1.0, atol=1e-3)
     outward = np.stack([(xx - c) / np.maximum(r, 1e-9), -(yy - c) / np.maximum(r, 1e-9)], -1)

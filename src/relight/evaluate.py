@@ -850,10 +850,123 @@ def _write_sheet(path: str, rows: list, methods: Sequence[str]) -> None:
         raise OutputError("cannot write the contact sheet", path)
 
 
+# ============================================================================= video contact sheet
+VIDEO_SHEET_HDRIS = ("sunset", "studio", "city")
+VIDEO_SHEET_PANS = (0.0, 120.0, 240.0)
+VIDEO_SHEET_FRAMES = 2
+VIDEO_TILE_H = 180
+
+
+def _read_frames(path: str, indices: Optional[Sequence[int]], count: int):
+    """(frames as uint8 RGB, their indices, the clip's frame count) of a video or an image."""
+    from .stages.decode import open_input, probe
+
+    info = probe(path)
+    total = max(1, int(info.frame_count)) if info.is_video else 1
+    if indices is None:
+        n = max(1, int(count))
+        want = sorted({int(round((k + 1) * (total - 1) / (n + 1))) for k in range(n)}) if total > 1 else [0]
+    else:
+        want = sorted({int(i) for i in indices if 0 <= int(i) < total} or {0})
+    got, idx = [], []
+    with open_input(path) as source:
+        for frame in source:
+            if frame.index in want:
+                rgb = frame.rgb if frame.rgb.dtype == np.uint8 else linear_to_srgb8(frame.rgb)
+                got.append(np.ascontiguousarray(rgb[..., :3]))
+                idx.append(frame.index)
+            if frame.index >= want[-1]:
+                break
+    return got, idx, total
+
+
+def _sheet_label(tile: np.ndarray, text: str) -> np.ndarray:
+    tile = tile.copy()
+    cv2.rectangle(tile, (0, 0), (tile.shape[1] - 1, 14), (0, 0, 0), -1)
+    cv2.putText(tile, text[: max(8, tile.shape[1] // 6)], (3, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.36, (255, 255, 255), 1,
+                cv2.LINE_AA)
+    return tile
+
+
+def video_sheet(clips: Sequence[str], out_path: str, hdris: Sequence[str] = VIDEO_SHEET_HDRIS,
+                pans: Sequence[float] = VIDEO_SHEET_PANS, frames: Optional[Sequence[int]] = None,
+                frames_per_clip: int = VIDEO_SHEET_FRAMES, tile_height: int = VIDEO_TILE_H,
+                background: str = "hdri", show_progress: bool = True, **settings) -> dict:
+    """A contact sheet of real footage relit to several HDRIs and pans: one row per (clip,
+    frame), the input first, then one tile per (HDRI, pan), each relit by the full pipeline
+    (:class:`~relight.pipeline.Relighter`, one frame at a time, ``background`` default the HDRI
+    seen through the virtual camera, so the light's side can be checked against the
+    background). The first column of each HDRI group also shows the person's matte outline in
+    green on the input (matte quality: blobs, halos).
+
+    ``frames``: frame indices to show (default ``frames_per_clip`` evenly spread);
+    ``settings``: any other :class:`~relight.settings.RelightSettings` field (``specular``,
+    ``vfov`` ...). Writes ``out_path`` (PNG) and returns ``{"sheet", "rows", "tiles", "seconds"}``."""
+    from .pipeline import Relighter
+    from .settings import RelightSettings
+    from .stages.perception import Perceiver
+
+    if not clips:
+        raise UsageError("--video-sheet needs at least one clip")
+    hdris = [h for h in hdris if str(h).strip()]
+    pans = [float(p) for p in pans]
+    if not hdris or not pans:
+        raise UsageError("the video sheet needs at least one HDRI and one pan")
+    start = time.perf_counter()
+    rows: List[np.ndarray] = []
+    combos = [(h, p) for h in hdris for p in pans]
+    progress = _Progress(len(clips) * max(1, frames_per_clip if frames is None else len(frames)) * len(combos),
+                         show_progress)
+    with Perceiver(video=False) as perceiver:
+        relighters = {}
+        try:
+            for h, p in combos:
+                relighters[(h, p)] = Relighter(RelightSettings(hdri=h, pan=p, background=background, **settings),
+                                               video=False, perceiver=perceiver)
+            for clip in clips:
+                imgs, idxs, total = _read_frames(str(clip), frames, frames_per_clip)
+                name = os.path.splitext(os.path.basename(str(clip)))[0]
+                for img, fi in zip(imgs, idxs):
+                    H, W = img.shape[:2]
+                    tw = max(16, int(round(W * tile_height / float(H))))
+                    size = (tw, tile_height)
+                    per = perceiver.process(img)
+                    edge = cv2.morphologyEx((per.matte > 0.5).astype(np.uint8), cv2.MORPH_GRADIENT,
+                                            np.ones((3, 3), np.uint8)) > 0
+                    outlined = img.copy()
+                    outlined[cv2.dilate(edge.astype(np.uint8), np.ones((max(1, W // 400),) * 2, np.uint8)) > 0] = (0, 255, 0)
+                    tiles = [_sheet_label(cv2.resize(img, size, interpolation=cv2.INTER_AREA), f"{name} #{fi}"),
+                             _sheet_label(cv2.resize(outlined, size, interpolation=cv2.INTER_AREA), "matte")]
+                    for (h, p) in combos:
+                        out = relighters[(h, p)].process(img)
+                        tiles.append(_sheet_label(cv2.resize(out[..., :3], size, interpolation=cv2.INTER_AREA),
+                                                  f"{os.path.splitext(os.path.basename(h))[0]} pan {p:g}"))
+                        progress.update(f"{name} #{fi} {h}@{p:g}")
+                    rows.append(np.concatenate(tiles, axis=1))
+        finally:
+            progress.close()
+            for r in relighters.values():
+                r.close()
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
+    sheet = np.concatenate(rows, axis=0)
+    out_path = str(out_path)
+    parent = os.path.dirname(os.path.abspath(out_path))
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the output directory ({exc.strerror})", parent) from None
+    if not cv2.imwrite(out_path, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
+        raise OutputError("cannot write the video contact sheet", out_path)
+    return {"sheet": out_path, "rows": len(rows), "tiles": len(rows) * (len(combos) + 2),
+            "seconds": time.perf_counter() - start}
+
+
 # ============================================================================= command line
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``relight eval`` (positional DIR included)."""
-    p.add_argument("dataset", metavar="DIR", help="light-stage set: a directory with manifest.json")
+    p.add_argument("dataset", metavar="DIR", nargs="?", default=None,
+                   help="light-stage set: a directory with manifest.json (optional with --video-sheet)")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS), metavar="LIST",
                    help=f"comma-separated methods among {', '.join(METHODS)}. Default: %(default)s")
     p.add_argument("--max-pairs", type=int, default=None, metavar="N",
@@ -865,6 +978,16 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sheet-pairs", type=int, default=SHEET_PAIRS, metavar="N",
                    help="pairs shown in the contact sheet (each with every method). Default: %(default)s")
     p.add_argument("--no-normals", action="store_true", help="skip the normals check (run with relight)")
+    p.add_argument("--video-sheet", nargs="+", default=None, metavar="CLIP",
+                   help="also (or, without DIR, only) write OUT/video_sheet.png: frames of these videos or images "
+                        "relit to --sheet-hdris at --sheet-pans over the HDRI background, for looking at")
+    p.add_argument("--sheet-hdris", default=",".join(VIDEO_SHEET_HDRIS), metavar="LIST",
+                   help="comma-separated HDRIs (presets or files) of the video sheet. Default: %(default)s")
+    p.add_argument("--sheet-pans", default=",".join(f"{p:g}" for p in VIDEO_SHEET_PANS), metavar="LIST",
+                   help="comma-separated pans (degrees) of the video sheet. Default: %(default)s")
+    p.add_argument("--sheet-frames", default=None, metavar="LIST",
+                   help=f"comma-separated frame indices of the video sheet. Default: {VIDEO_SHEET_FRAMES} per clip, "
+                        "evenly spread")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress and no table (files are still written)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout instead of the table")
     p.add_argument("--debug", action="store_true", help="show a full traceback on errors")
@@ -885,9 +1008,30 @@ def add_eval_parser(subparsers, **kwargs) -> argparse.ArgumentParser:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Run ``relight eval`` from parsed arguments; raises RelightError subclasses on failure."""
+    clips = getattr(args, "video_sheet", None)
+    if args.dataset is None and not clips:
+        raise UsageError("relight eval needs a light-stage set DIR, or --video-sheet CLIP...")
+    sheet = None
+    if clips:
+        try:
+            hdris = [h.strip() for h in str(args.sheet_hdris).split(",") if h.strip()]
+            pans = [float(x) for x in str(args.sheet_pans).split(",") if x.strip()]
+            frames = [int(x) for x in str(args.sheet_frames).split(",") if x.strip()] if args.sheet_frames else None
+        except ValueError:
+            raise UsageError("--sheet-pans and --sheet-frames take comma-separated numbers") from None
+        sheet = video_sheet(clips, os.path.join(args.out, "video_sheet.png"), hdris=hdris, pans=pans, frames=frames,
+                            show_progress=not args.quiet)
+        if args.dataset is None:
+            if args.json:
+                print(json.dumps(_clean(sheet)))
+            elif not args.quiet:
+                print(f"wrote {sheet['sheet']} ({sheet['rows']} rows, {sheet['seconds']:.1f} s)")
+            return 0
     summary = evaluate(args.dataset, out_dir=args.out, methods=args.methods, max_pairs=args.max_pairs,
                        pairs_per_pose=args.pairs_per_pose, normals=not args.no_normals,
                        sheet_pairs=args.sheet_pairs, show_progress=not args.quiet)
+    if sheet is not None:
+        summary.setdefault("files", {})["video_sheet"] = sheet["sheet"]
     if args.json:
         print(json.dumps({k: v for k, v in summary.items() if k != "table"}))
     elif not args.quiet:

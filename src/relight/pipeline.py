@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from time import perf_counter
 from collections import defaultdict
 from contextlib import ExitStack
@@ -16,7 +17,7 @@ import numpy as np
 
 from . import envmap
 from .colour import linear_to_srgb8, to_linear
-from .errors import UsageError
+from .errors import RelightWarning, UsageError
 from .hdri import load_hdri
 from .progress import Progress
 from .settings import BACKGROUND_KEYWORDS, RelightSettings, parse_color
@@ -27,6 +28,7 @@ from .stages.geometry import estimate_geometry
 from .stages.lighting import estimate_source_lighting
 from .stages.perception import Perceiver
 from .stages.render import TargetHDRI, render_person
+from .stages.temporal import TemporalOptions, TemporalStabilizer
 
 
 @dataclass
@@ -49,7 +51,7 @@ def background_media_path(background: str) -> Optional[str]:
 
 
 class Relighter:
-    """Relights frames of one shot with fixed :class:`RelightSettings`.
+    """Relights frames of one video (or single images) with fixed :class:`RelightSettings`.
 
     >>> r = Relighter(RelightSettings(hdri="sunset", background="hdri"))
     >>> out = r.process(rgb_uint8, time=0.0)   # (H, W, 3) uint8 sRGB, same size
@@ -58,14 +60,23 @@ class Relighter:
     uint8 sRGB, or float32 scene-linear when ``linear_output`` is True (default: the same kind as
     the input). With ``background="transparent"`` the result has a 4th (alpha) channel:
     straight alpha for uint8, premultiplied for float (the OpenEXR convention).
-    Frames of one video must be given in order, with their presentation ``time`` in seconds
-    (used by ``autorotate``). ``perceiver`` lets several Relighters share one set of loaded
-    models (the caller then closes it).
+
+    With ``video=True`` (the default) the frames are taken as one video: they must be given in
+    order, with their presentation ``time`` in seconds (used by ``autorotate`` and by the
+    temporal filters), and the per-frame estimates are kept steady over time by
+    :class:`~relight.stages.temporal.TemporalStabilizer` (landmark, matte, shading and
+    source-lighting smoothing along the optical flow; scene cuts reset it; frames without a person
+    pass through, with the effect fading in and out). ``temporal`` overrides its
+    :class:`~relight.stages.temporal.TemporalOptions`, or ``False`` turns it off. With
+    ``video=False`` every frame is processed on its own. :meth:`reset` forgets the temporal state
+    (call it between unrelated clips). The same frames give the same output on every run.
+    ``perceiver`` lets several Relighters share one set of loaded models (the caller then closes
+    it).
     """
 
     def __init__(self, settings: RelightSettings = RelightSettings(), *, video: bool = True,
                  linear_output: Optional[bool] = None, use_segmentation: bool = True,
-                 perceiver: Optional[Perceiver] = None):
+                 perceiver: Optional[Perceiver] = None, temporal: "TemporalOptions | bool | None" = None):
         self.settings = settings.validated()
         self.hdri = load_hdri(settings.hdri)
         pixels = self.hdri.pixels
@@ -73,12 +84,21 @@ class Relighter:
         self.target_hdri = TargetHDRI(pixels)
         self.exposure = self.target_hdri.exposure(None if settings.autorotate else self.pan0)
         self.linear_output = linear_output
+        self.temporal: Optional[TemporalStabilizer] = None
+        if video and temporal is not False:
+            self.temporal = TemporalStabilizer(temporal if isinstance(temporal, TemporalOptions) else None)
         # a perceiver passed in (shared between several Relighters) is the caller's to close
         self._own_perceiver = perceiver is None
-        self.perceiver = perceiver if perceiver is not None else Perceiver(video=video, use_segmentation=use_segmentation)
+        if perceiver is None:
+            # the temporal stage smooths the matte along the optical flow; the perceiver's own
+            # (not motion-compensated, so lagging) smoothing is then left out
+            extra = {"temporal": 0.0} if self.temporal is not None else {}
+            perceiver = Perceiver(video=video, use_segmentation=use_segmentation, **extra)
+        self.perceiver = perceiver
         self.timer = StageTimer()
         self._background: Optional[composite_stage.BackgroundMaker] = None
         self._frames = 0
+        self._last: Optional[tuple] = None  # the previous frame's estimates, reused for a repeated frame
 
     # -- lifecycle
     def close(self) -> None:
@@ -94,10 +114,26 @@ class Relighter:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def reset(self) -> None:
+        """Forget the temporal state (the next frame starts a new shot)."""
+        if self.temporal is not None:
+            self.temporal.reset()
+        self._reset_perception()
+        self._last = None
+
+    def _reset_perception(self) -> None:
+        """A new shot: the perceiver forgets its previous matte. (MediaPipe's face tracker needs
+        no reset: it re-detects by itself when the face it tracked is gone; the frames after a cut
+        then equal a fresh Relighter's.)"""
+        self.perceiver.reset()
+
     # -- lighting placement
     def pan_at(self, t: float) -> float:
-        """The pan (degrees) at presentation time ``t``: ``--pan`` (or ``--light-from``) plus
-        ``--autorotate`` degrees per second."""
+        """The pan (degrees) at presentation time ``t`` (seconds): ``--pan`` (or
+        ``--light-from``) plus ``--autorotate`` degrees per second. It depends on the frame's
+        time only (not on how many frames came before), so the rotation has the same speed at any
+        frame rate, is smooth across dropped or variable-rate frames, and a video processed in
+        chunks turns exactly as in one pass."""
         return self.pan0 + self.settings.autorotate * float(t)
 
     def _backgrounds(self, width: int, height: int) -> composite_stage.BackgroundMaker:
@@ -126,21 +162,60 @@ class Relighter:
         lin = to_linear(image)
         rgb8 = image if image.dtype == np.uint8 else linear_to_srgb8(image)
         t = self.timer.add("decode-convert", t0)
-        perception = self.perceiver.process(rgb8, external_matte=matte)
-        t = self.timer.add("perception", t)
-        person_in = composite_stage.decontaminate(lin, perception.matte)
-        t = self.timer.add("edges", t)
-        geometry = estimate_geometry(perception, h, w)
-        t = self.timer.add("geometry", t)
-        source = estimate_source_lighting(person_in, perception, geometry)
-        t = self.timer.add("lighting", t)
+        ts = self.temporal
+        motion = None
+        if ts is not None:
+            motion = ts.begin(rgb8, time)
+            if motion.cut:
+                self._reset_perception()
+                self._last = None
+            t = self.timer.add("temporal", t)
+        weight = 1.0
+        if motion is not None and motion.duplicate and self._last is not None and matte is None:
+            # the same frame again: the same estimates (a still image fed as a video stays still)
+            perception, person_in, geometry, source, weight = self._last
+            if geometry is not None:  # a fade in progress goes on
+                weight = ts.presence(perception.matte)
+        else:
+            perception = self.perceiver.process(rgb8, external_matte=matte)
+            t = self.timer.add("perception", t)
+            if ts is not None:
+                perception.face_landmarks = ts.faces(perception.face_landmarks, (h, w))
+                if matte is None:  # a user's matte is taken as given
+                    perception.matte = ts.matte(perception.matte)
+                weight = ts.presence(perception.matte)
+                t = self.timer.add("temporal", t)
+            person_in = geometry = source = None
+            if weight > 0.0:
+                person_in = composite_stage.decontaminate(lin, perception.matte)
+                t = self.timer.add("edges", t)
+                geometry = estimate_geometry(perception, h, w)
+                if ts is not None:
+                    geometry = ts.geometry(geometry)
+                t = self.timer.add("geometry", t)
+                source = estimate_source_lighting(person_in, perception, geometry)
+                if ts is not None:
+                    source = ts.source(source)
+                t = self.timer.add("lighting", t)
+            elif ts is not None:
+                ts.skip()
+            self._last = (perception, person_in, geometry, source, weight)
         pan = self.pan_at(time)
+        maker = self._backgrounds(w, h)
+        if weight <= 0.0:
+            # no person: the frame passes through (only the background is made)
+            zero = np.zeros((h, w), np.float32)
+            background = maker.make(index, lin, zero, pan, self.exposure)
+            out = composite_stage.composite(lin, lin, zero, background, strength=1.0, scene_linear=scene_linear,
+                                            background_is_scene=(maker.kind == "hdri"))
+            self.timer.add("composite", t)
+            return out
         person = render_person(person_in, perception, geometry, source, self.target_hdri.target(pan), specular=s.specular)
         person *= np.float32(self.exposure * s.fg_gain)
         t = self.timer.add("render", t)
-        maker = self._backgrounds(w, h)
-        background = maker.make(index, lin, perception.matte, pan, self.exposure)
-        out = composite_stage.composite(person, lin, perception.matte, background, strength=s.strength,
+        m = perception.matte if weight >= 1.0 else perception.matte * np.float32(weight)
+        background = maker.make(index, lin, m, pan, self.exposure)
+        out = composite_stage.composite(person, lin, m, background, strength=s.strength,
                                         scene_linear=scene_linear, background_is_scene=(maker.kind == "hdri"))
         self.timer.add("composite", t)
         return out
@@ -173,7 +248,8 @@ def relight_file(input_path: str, output_path: str, settings: RelightSettings = 
     """Relight a video or image file and write ``output_path`` atomically.
 
     Returns a summary: ``{"input", "output", "frames", "seconds", "fps", "width", "height",
-    "stages": {stage: seconds}}``. Raises :class:`~relight.errors.RelightError` subclasses with
+    "stages": {stage: seconds}, "dropped_frames", "repaired_frames", "input_problems"}`` (the last
+    three: damage in the input that was survived, also given as one warning). Raises :class:`~relight.errors.RelightError` subclasses with
     one-line messages for bad input, options or outputs; nothing is left at ``output_path``
     unless the run completes."""
     settings = settings.validated()
@@ -184,11 +260,15 @@ def relight_file(input_path: str, output_path: str, settings: RelightSettings = 
     scene_linear = str(output_path).lower().endswith(".exr")
     start = perf_counter()
     with ExitStack() as stack:
-        relighter = stack.enter_context(Relighter(settings, video=info.is_video, use_segmentation=matte is None))
-        source = stack.enter_context(open_input(input_path))
+        # every input is checked before the slow set-up (models) and before any output exists
         mattes = open_matte(matte, info) if matte else None
         if mattes is not None and hasattr(mattes, "close"):
             stack.callback(mattes.close)
+        bg_path = background_media_path(settings.background)
+        if bg_path:
+            open_background_media(bg_path, info.width, info.height).close()
+        relighter = stack.enter_context(Relighter(settings, video=info.is_video, use_segmentation=matte is None))
+        source = stack.enter_context(open_input(input_path))
         sink = stack.enter_context(open_output(spec, info, codec=codec, crf=crf, preset=preset,
                                                audio_from=input_path if info.is_video else None))
         progress = Progress(info.frame_count if info.is_video else None, label="relight", enabled=show_progress)
@@ -210,6 +290,10 @@ def relight_file(input_path: str, output_path: str, settings: RelightSettings = 
                 on_frame(frames)
         stages = dict(relighter.timer.seconds)
     seconds = perf_counter() - start
+    # damage survived in the input (see VideoSource): one warning line, and counts in the summary
+    problems = [p for p in (getattr(source, "problems", lambda: None)(), getattr(sink, "audio_problems", None)) if p]
+    if problems:
+        warnings.warn(f"{input_path}: damaged input: {'; '.join(problems)}", RelightWarning, stacklevel=2)
     return {
         "input": str(input_path),
         "output": str(output_path),
@@ -219,4 +303,7 @@ def relight_file(input_path: str, output_path: str, settings: RelightSettings = 
         "width": info.width,
         "height": info.height,
         "stages": {k: round(v, 3) for k, v in stages.items()},
+        "dropped_frames": int(getattr(source, "dropped", 0)),
+        "repaired_frames": int(getattr(source, "repaired", 0)),
+        "input_problems": problems,
     }

@@ -57,6 +57,7 @@ class Geometry:
     face_mask: np.ndarray  # (H, W) float32 in [0, 1]: where the normals come from the face mesh
     depth: Optional[np.ndarray] = None  # (H, W) float32, larger = nearer the camera, pixel units; optional
     work_normals: Optional[np.ndarray] = None  # (h, w, 3) the same normals at the small working resolution they were computed at; the shading stages use these (fast), optional
+    work_depth: Optional[np.ndarray] = None  # (h, w) float32 depth at that working resolution, larger = nearer, working-pixel units (cast shadows), optional
 
 
 @dataclass
@@ -74,6 +75,10 @@ class TargetLighting:
     sh: np.ndarray  # (9, 3) irradiance SH coefficients in the camera frame
     specular_map: np.ndarray  # (h, w, 3) float32 blurred equirect map for glossy reflection, camera-frame pan applied by lookup
     pan_deg: float = 0.0
+    lights: list = field(default_factory=list)  # dominant light sources taken out of the map: (direction (3,) camera frame, rgb power (3,), angular radius rad)
+    residual_sh: Optional[np.ndarray] = None  # (9, 3) irradiance SH of the map without those lights (None: no lights, use sh)
+    glossy_maps: dict = field(default_factory=dict)  # lobe exponent -> (h, w, 3) prefiltered residual map (equirect, pan applied by lookup)
+    sharp_map: Optional[np.ndarray] = None  # (h, w, 3) the map itself, small, for mirror-like reflections (eyes)
 
 
 @dataclass

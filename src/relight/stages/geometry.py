@@ -7,8 +7,15 @@ Two sources, blended with a feathered face mask:
 * everything else (hair, neck, body, arms), by silhouette inflation: the height is the square
   root of a Poisson solution inside the matte (see :func:`inflate_silhouette`), so a round blob
   becomes a hemisphere whose normals lie in the image plane at the silhouette. The image borders
-  do not count as silhouette (the person continues outside the frame). Around the face the body normals lean
+  do not count as silhouette (the person continues outside the frame), and neither do the lower
+  edges of the silhouette (a person's lower outline is almost always where something in front
+  of them, a desk, the frame or the crop, hides the body, not where the body turns away: a
+  floating head is a cropped bust). Around the face the body normals lean
   towards the face edge's (a "halo"), so temples, ears and hair line continue the face's curve.
+
+A depth map comes with the normals (working resolution, working-pixel units, larger = nearer the
+camera), for cast shadows: the face mesh's own depth on the face, the inflation height
+elsewhere, the two joined by matching their levels around the face.
 
 Everything is computed at a small working resolution and upsampled; the shading that uses these
 normals is smooth, the fine detail comes from the image itself (see :mod:`.render`).
@@ -37,6 +44,9 @@ class GeometryOptions:
     face_depth_scale: float = 1.0  # multiplies the face-mesh z (MediaPipe's depth scale is approximate)
     face_feather: float = 0.12  # width of the face/body blend, fraction of the face size
     face_halo: float = 0.3  # around the face, body normals lean towards the face edge's, over this x face size
+    open_bottom: bool = True  # lower silhouette edges are occlusion boundaries (the body continues below)
+    smooth: float = 0.8  # Gaussian sigma (working pixels) of a final anti-aliasing blur of the normals (0 = none)
+    with_depth: bool = True  # also compute Geometry.work_depth (for cast shadows)
 
 
 def estimate_geometry(perception: Perception, height: int, width: int,
@@ -48,13 +58,13 @@ def estimate_geometry(perception: Perception, height: int, width: int,
     renormalising (length >= ~0.98 where neighbours differ most, at the silhouette; a full-res
     renormalisation would cost more than everything else here)."""
     opts = options or GeometryOptions()
-    n_work, face_w = estimate_geometry_lowres(perception, height, width, opts)
+    n_work, face_w, depth = _lowres(perception, height, width, opts)
     if n_work.shape[:2] == (height, width):
         normals, face_mask = n_work.copy(), face_w
     else:
         normals = cv2.resize(n_work, (width, height), interpolation=cv2.INTER_LINEAR)
         face_mask = cv2.resize(face_w, (width, height), interpolation=cv2.INTER_LINEAR)
-    return Geometry(normals=normals, face_mask=face_mask, work_normals=n_work)
+    return Geometry(normals=normals, face_mask=face_mask, work_normals=n_work, work_depth=depth)
 
 
 def work_shape(height: int, width: int, longest: int):
@@ -65,34 +75,67 @@ def work_shape(height: int, width: int, longest: int):
 def estimate_geometry_lowres(perception: Perception, height: int, width: int,
                              options: Optional[GeometryOptions] = None):
     """The same at the working resolution: (normals (h, w, 3), face weight (h, w))."""
+    n, face_w, _ = _lowres(perception, height, width, options)
+    return n, face_w
+
+
+def _lowres(perception: Perception, height: int, width: int, options: Optional[GeometryOptions] = None):
+    """(normals (h, w, 3), face weight (h, w), depth (h, w) or None) at the working resolution."""
     opts = options or GeometryOptions()
     h, w, s = work_shape(height, width, opts.work_size)
     matte = cv2.resize(perception.matte.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
 
-    body = inflate_silhouette(matte, opts)
+    body, height_map = inflate_silhouette(matte, opts, return_height=True)
 
     face_n = np.zeros((h, w, 3), np.float32)
     face_w = np.zeros((h, w), np.float32)
+    face_z = face_cov = None
     if perception.face_landmarks:
-        face_n, face_cov = rasterize_faces(perception.face_landmarks, h, w, s, opts.face_depth_scale)
+        face_n, face_cov, face_z = rasterize_faces(perception.face_landmarks, h, w, s, opts.face_depth_scale,
+                                                   with_depth=True)
         face_w = _feather_face(face_cov, perception.face_landmarks, s, opts.face_feather)
         face_w *= np.clip(matte * 2.0, 0.0, 1.0)  # no face normals outside the person
         if opts.face_halo > 0:
             body = _face_halo(body, face_n, face_cov, perception.face_landmarks, s, opts.face_halo)
     normals = body * (1.0 - face_w[..., None]) + face_n * face_w[..., None]
-    return _normalize(normals), face_w
+    if opts.smooth > 0:
+        # the face mesh's occluding edges (jaw, nose, lips) are steps one working pixel wide:
+        # upsampled to the frame they would be stair-stepped lines in the shading
+        normals = cv2.GaussianBlur(normals, (0, 0), opts.smooth)
+    depth = None
+    if opts.with_depth:
+        depth = height_map
+        if face_z is not None:
+            depth = _join_depth(height_map, face_z, face_cov, face_w)
+    return _normalize(normals), face_w, depth
+
+
+def _join_depth(body: np.ndarray, face_z: np.ndarray, cov: np.ndarray, face_w: np.ndarray) -> np.ndarray:
+    """Body height and face-mesh depth (each up to an offset) joined: the face depth is shifted
+    so that it meets the body height around the face's edge, then blended with the face weight."""
+    inside = cov > 0.5
+    if not inside.any():
+        return body
+    ring = inside & ~(cv2.erode(inside.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
+    sel = ring if ring.sum() >= 8 else inside
+    offset = float(np.median(body[sel] - face_z[sel]))
+    fz = face_z + np.float32(offset)
+    return (body + face_w * (np.where(inside, fz, body) - body)).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- silhouette inflation
-def inflate_silhouette(matte: np.ndarray, opts: Optional[GeometryOptions] = None) -> np.ndarray:
-    """Normals (h, w, 3) of an inflated silhouette.
+def inflate_silhouette(matte: np.ndarray, opts: Optional[GeometryOptions] = None, return_height: bool = False):
+    """Normals (h, w, 3) of an inflated silhouette (and, with ``return_height``, the height
+    (h, w) in pixels of the matte's resolution, 0 outside).
 
     The height is z = depth * sqrt(4 u) where u solves the Poisson equation lap(u) = -1 inside
     the silhouette with u = 0 on it (and no flux through the image borders): for a disc of
     radius R, 4 u = R^2 - r^2, so z is exactly a hemisphere; a long limb of half-width a becomes a
     cylinder. Unlike distance-transform heights, u has no creases along the medial axis.
     Outside the silhouette the normal of the nearest silhouette pixel is repeated, so soft
-    matte edges are shaded as rim."""
+    matte edges are shaded as rim. With ``opts.open_bottom`` the silhouette is continued
+    straight down to the image's bottom edge below its lowest pixel in every column (for the
+    solve only), so its lower edges are not rims: a head with no body below is a cropped bust."""
     opts = opts or GeometryOptions()
     H, W = matte.shape
     h, w, s = work_shape(H, W, opts.inflation_size)
@@ -101,8 +144,8 @@ def inflate_silhouette(matte: np.ndarray, opts: Optional[GeometryOptions] = None
     if inside.sum() < 4:
         out = np.zeros((H, W, 3), np.float32)
         out[..., 2] = 1.0
-        return out
-    u = poisson_height(inside)
+        return (out, np.zeros((H, W), np.float32)) if return_height else out
+    u = poisson_height(open_bottom(inside) if opts.open_bottom else inside)
     root = np.sqrt(np.maximum(u, 1e-6))
     gy, gx = np.gradient(u)
     k = opts.inflation_depth / root  # d(depth sqrt(4u)) = depth du / sqrt(u)
@@ -113,7 +156,22 @@ def inflate_silhouette(matte: np.ndarray, opts: Optional[GeometryOptions] = None
     n = n.reshape(-1, 3)[src].reshape(h, w, 3)
     if (h, w) != (H, W):
         n = _normalize(cv2.resize(n, (W, H), interpolation=cv2.INTER_LINEAR))
-    return n.astype(np.float32)
+    if not return_height:
+        return n.astype(np.float32)
+    z = (opts.inflation_depth * 2.0) * root * inside  # depth * sqrt(4 u), inflation pixels
+    if (h, w) != (H, W):
+        z = cv2.resize(z.astype(np.float32), (W, H), interpolation=cv2.INTER_LINEAR) * np.float32(W / float(w))
+    return n.astype(np.float32), z.astype(np.float32)
+
+
+def open_bottom(inside: np.ndarray) -> np.ndarray:
+    """The silhouette continued straight down to the bottom edge below its lowest pixel in every
+    column."""
+    h = inside.shape[0]
+    has = inside.any(axis=0)
+    lowest = h - 1 - np.argmax(inside[::-1], axis=0)
+    below = (np.arange(h)[:, None] > lowest[None, :]) & has[None, :]
+    return inside | below
 
 
 _AVG4 = np.array([[0, 0.25, 0], [0.25, 0, 0.25], [0, 0.25, 0]], np.float32)
@@ -183,17 +241,22 @@ def mesh_vertex_normals(points_cam: np.ndarray, triangles: np.ndarray) -> np.nda
 
 
 def rasterize_faces(faces: Sequence[np.ndarray], h: int, w: int, scale: float, depth_scale: float = 1.0,
-                    max_face_px: int = 112):
+                    max_face_px: int = 160, with_depth: bool = False, supersample: float = 2.0):
     """Rasterise face meshes at a working resolution (landmarks are full-resolution pixels,
-    ``scale`` = working / full). Returns (normals (h, w, 3), coverage (h, w) float32 in [0, 1]).
+    ``scale`` = working / full). Returns (normals (h, w, 3), coverage (h, w) float32 in [0, 1]),
+    and with ``with_depth`` also the mesh depth (h, w): camera z (towards the camera) in working
+    pixels, 0 where no face is.
 
     Each face is rasterised in its own box, at most ``max_face_px`` across (the normals are
-    smooth at that scale), then resized into place; larger (nearer) faces are drawn last."""
+    smooth at that scale) and up to ``supersample`` times finer than the working resolution,
+    then area-averaged into place (antialiased: the occluding edges of the nose, lips and jaw are
+    not stair-stepped at the working pixels); larger (nearer) faces are drawn last."""
     from ..models.mediapipe_backend import NUM_MESH_LANDMARKS
 
     normals = np.zeros((h, w, 3), np.float32)
     normals[..., 2] = 1.0
     cov = np.zeros((h, w), np.float32)
+    depth = np.zeros((h, w), np.float32)
     order = sorted(range(len(faces)), key=lambda i: np.ptp(faces[i][:NUM_MESH_LANDMARKS, 0]))
     for fi in order:
         lm = np.asarray(faces[fi], dtype=np.float64)[:NUM_MESH_LANDMARKS]
@@ -205,21 +268,28 @@ def rasterize_faces(faces: Sequence[np.ndarray], h: int, w: int, scale: float, d
         if x1 - x0 < 2 or y1 - y0 < 2:
             continue
         bw, bh = x1 - x0, y1 - y0
-        f = min(1.0, max_face_px / float(max(bw, bh)))
+        f = min(float(supersample), max_face_px / float(max(bw, bh)))
         cw, ch = max(2, int(np.ceil(bw * f))), max(2, int(np.ceil(bh * f)))
         local = (xy - (x0, y0)) * (cw / bw, ch / bh)
-        n_c, cov_c = _rasterize_one(lm, local, ch, cw, depth_scale)
+        n_c, cov_c, z_c = _rasterize_one(lm, local, ch, cw, depth_scale)
         if (cw, ch) != (bw, bh):
-            n_c = _normalize(cv2.resize(n_c, (bw, bh), interpolation=cv2.INTER_LINEAR))
-            cov_c = cv2.resize(cov_c, (bw, bh), interpolation=cv2.INTER_LINEAR)
-        sel = cov_c > 0.5
+            interp = cv2.INTER_AREA if f > 1.0 else cv2.INTER_LINEAR
+            n_c = _normalize(cv2.resize(n_c * cov_c[..., None], (bw, bh), interpolation=interp))
+            zc = cv2.resize(z_c * cov_c, (bw, bh), interpolation=interp)
+            cov_c = cv2.resize(cov_c, (bw, bh), interpolation=interp)
+            z_c = zc / np.maximum(cov_c, 1e-6)
+        sel = cov_c > 0.0  # partly covered (antialiased) pixels carry their covered part's normal
         normals[y0:y1, x0:x1][sel] = n_c[sel]
+        depth[y0:y1, x0:x1][sel] = z_c[sel] * np.float32(scale)
         np.maximum(cov[y0:y1, x0:x1], cov_c, out=cov[y0:y1, x0:x1])
+    if with_depth:
+        return normals, cov, depth
     return normals, cov
 
 
 def _rasterize_one(lm: np.ndarray, xy: np.ndarray, h: int, w: int, depth_scale: float):
-    """One face mesh into an (h, w) canvas; ``xy``: the 468 vertices in canvas coordinates."""
+    """One face mesh into an (h, w) canvas; ``xy``: the 468 vertices in canvas coordinates.
+    Returns normals, coverage and the camera z of the mesh (full-resolution pixel units)."""
     from ..models.mediapipe_backend import face_mesh_regions, face_mesh_triangles
 
     tris = face_mesh_triangles()
@@ -240,25 +310,33 @@ def _rasterize_one(lm: np.ndarray, xy: np.ndarray, h: int, w: int, depth_scale: 
     inv = np.stack([np.cross(r1, r2), np.cross(r2, r0), np.cross(r0, r1)], axis=-1)
     det = np.einsum("ti,ti->t", r0, inv[:, :, 0])
     det = np.where(np.abs(det) < 1e-9, 1e-9, det)  # degenerate (edge-on) triangles
-    G = np.transpose(vn[tris], (0, 2, 1)) @ (inv / det[:, None, None])  # (T, 3, 3)
+    vz = np.concatenate([vn, pts[:, 2:3]], axis=1)  # per vertex: normal and camera z
+    G = np.transpose(vz[tris], (0, 2, 1)) @ (inv / det[:, None, None])  # (T, 4, 3)
     normals = np.zeros((h, w, 3), np.float32)
+    zmap = np.zeros((h, w), np.float32)
     cov = ids >= 0
     if cov.any():
         rows, cols = np.nonzero(cov)
         p = np.stack([cols + 0.5, rows + 0.5, np.ones(len(rows))], axis=-1)
-        normals[rows, cols] = np.einsum("nij,nj->ni", G[ids[rows, cols]], p)
+        nz = np.einsum("nij,nj->ni", G[ids[rows, cols]], p)
+        normals[rows, cols] = nz[:, :3]
+        # a pixel centre can lie just outside its (steep, edge-on) triangle: no extrapolated depth
+        tz = pts[tris[ids[rows, cols]], 2]
+        zmap[rows, cols] = np.clip(nz[:, 3], tz.min(axis=1), tz.max(axis=1))
     # the face oval filled: eyes and mouth (holes of the mesh) are covered by inpainting
     holes = np.zeros((h, w), np.uint8)
     cv2.fillPoly(holes, [fixed[face_mesh_regions()["oval_path"]]], 1, lineType=cv2.LINE_8, shift=SHIFT)
     fill = (holes > 0) & ~cov
     if fill.any():
-        normals = _inpaint_normals(normals, cov, fill)
+        filled = _inpaint_normals(np.concatenate([normals, zmap[..., None]], axis=-1), cov, fill)
+        normals, zmap = filled[..., :3], np.ascontiguousarray(filled[..., 3])
         cov = cov | fill
-    return _normalize(normals), cov.astype(np.float32)
+    return _normalize(normals), cov.astype(np.float32), zmap
 
 
 def _inpaint_normals(normals: np.ndarray, known: np.ndarray, fill: np.ndarray) -> np.ndarray:
-    """Normalised convolution: fill ``fill`` pixels with blurred known normals."""
+    """Normalised convolution: fill ``fill`` pixels with blurred known normals (any number of
+    channels; the first three are the normals)."""
     k = known.astype(np.float32)
     out = normals.copy()
     sig = 1.0
@@ -272,7 +350,8 @@ def _inpaint_normals(normals: np.ndarray, known: np.ndarray, fill: np.ndarray) -
         if not todo.any():
             break
         sig *= 2.0
-    out[todo] = (0.0, 0.0, 1.0)
+    out[todo] = 0.0
+    out[todo, 2] = 1.0
     return out
 
 
@@ -308,7 +387,7 @@ def _feather_face(cov: np.ndarray, faces: List[np.ndarray], scale: float, feathe
     size = max(np.ptp(f[:, 0]) for f in faces) * scale
     r = max(1.0, feather * size)
     # distance inside the coverage, ramped over r pixels
-    d = cv2.distanceTransform((cov > 0).astype(np.uint8), cv2.DIST_L2, 3)
+    d = cv2.distanceTransform((cov > 0.5).astype(np.uint8), cv2.DIST_L2, 3)  # where face normals were written
     wgt = np.clip(d / r, 0.0, 1.0)
     wgt = wgt * wgt * (3.0 - 2.0 * wgt)  # smoothstep
     return wgt.astype(np.float32)

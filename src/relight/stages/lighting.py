@@ -12,6 +12,13 @@ two priors:
   colour from :data:`SKIN_CHROMA` is attributed (partly, ``tint_strength``) to the light, the
   rest to the albedo. With no face the person's colour is all albedo (light taken as neutral).
 
+The fit itself is regularised towards what natural lighting is like: the directional terms are
+shrunk (a face covers a narrow cone of normals, and its albedo is not uniform: brows, stubble,
+make-up would otherwise read as light), and the vertical term is shrunk towards light from
+above rather than towards none (real-world illumination is brighter from above: sky, ceilings,
+sun; in HDRI collections the band-1 "up" coefficient averages about 0.3-0.4 of the constant
+one, ``prior_up``).
+
 The irradiance is then regularised so it never goes near zero over the visible hemisphere of
 normals (no division blow-ups in the de-lighting).
 """
@@ -42,14 +49,16 @@ class LightingOptions:
     skin_albedo: float = 0.36  # assumed luminance of the mean skin albedo
     person_albedo: float = 0.30  # assumed mean albedo luminance of a person with no face found
     tint_strength: float = 0.75  # 0: observed skin colour is all albedo; 1: deviation from SKIN_CHROMA is all light
-    ridge_band1: float = 0.002  # ridge on the band-1 coefficients, relative to the data energy
-    ridge_band2: float = 0.008
+    ridge_band1: float = 0.1  # ridge on the band-1 coefficients, relative to the data energy
+    ridge_band2: float = 0.5
+    prior_up: float = 0.3  # the band-1 "up" coefficient is shrunk towards this x the constant one (light from above)
     ridge_colour: float = 0.5  # ridge pulling each channel's shape towards the luminance shape
     floor: float = 0.2  # min irradiance over the visible hemisphere, fraction of its mean
     dark_level: float = 0.003  # ignore pixels darker than this (linear luminance) ...
     dark_fraction: float = 0.04  # ... or darker than this fraction of the 90th percentile
     clip_level: float = 0.97  # ignore pixels with a channel at/above this (8-bit input clips at 1)
     robust_iters: int = 3
+    robust_scale: float = 0.15  # relative luminance residual at which a sample's weight halves
     min_nz: float = 0.0  # ignore normals more grazing than this (specular sheen, worst normals)
     min_pixels: int = 50
 
@@ -180,9 +189,10 @@ def _feature_mask(faces, h, w, scale) -> np.ndarray:
 def _robust_fit(N, I, prior_w, opts: LightingOptions):
     """Ridge-regularised IRLS fit of I (n, 3) ~ Y(N) a -> (a (9, 3), final sample weights).
 
-    The luminance is fitted with a light ridge towards 0 (the shape of the lighting); each
-    channel is then fitted with a ridge towards that shape scaled to the channel's level, so
-    colour differences between directions need stronger evidence than the shape itself."""
+    The luminance is fitted with a ridge towards the prior (the shape of the lighting: no
+    direction but light from above, ``opts.prior_up``); each channel is then fitted with a ridge
+    towards that shape scaled to the channel's level, so colour differences between directions
+    need stronger evidence than the shape itself."""
     Y = sh_basis(N).astype(np.float64)
     luma = REC709_LUMA.astype(np.float64)
     band = np.array([0, 1, 1, 1, 2, 2, 2, 2, 2])
@@ -191,11 +201,17 @@ def _robust_fit(N, I, prior_w, opts: LightingOptions):
     lum = I @ luma
     w = prior_w.copy()
     a = np.zeros((9, 3))
+    a_l = None
     for it in range(max(1, opts.robust_iters)):
         Yw = Y * w[:, None]
         A = Y.T @ Yw
         energy = np.trace(A) / 9.0
-        a_l = np.linalg.solve(A + np.diag(shape_ridge * energy), Yw.T @ lum)
+        D = np.diag(shape_ridge * energy)
+        if a_l is None:  # the level of the prior comes from a first, plain fit
+            a_l = np.linalg.solve(A + D, Yw.T @ lum)
+        mean = np.zeros(9)
+        mean[1] = opts.prior_up * max(float(a_l[0]), 0.0)  # basis 1 is 0.4886 y: light from above
+        a_l = np.linalg.solve(A + D, Yw.T @ lum + D @ mean)
         # per channel: ridge towards a_l scaled by the channel / luminance level
         level = (Yw.T @ I)[0] / max(float((Yw.T @ lum)[0]), 1e-12)  # ratio of weighted means
         prior = a_l[:, None] * level[None, :]
@@ -205,7 +221,7 @@ def _robust_fit(N, I, prior_w, opts: LightingOptions):
         # relative residual in luminance; Cauchy-like down-weighting of outliers (shadows,
         # highlights, hair over the face, landmarks slightly off)
         r = ((I - pred) @ luma) / np.maximum(pred @ luma, 1e-6)
-        w = prior_w / (1.0 + (r / 0.15) ** 2)
+        w = prior_w / (1.0 + (r / opts.robust_scale) ** 2)
     return a, w
 
 

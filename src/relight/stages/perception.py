@@ -3,6 +3,14 @@
 The models run at a small working resolution (their own inputs are 256x144 / 192x192 anyway);
 the matte is brought back to full resolution with an edge-aware (fast, colour) guided filter
 that uses the frame itself as the guide, so the matte edge follows hair and clothing edges in the image.
+
+Before that, the model's coarse matte is cleaned (:func:`clean_coarse_matte`): the selfie model
+now and then takes a patch of background next to the head for person (a bright wall behind the
+hair, half transparent) or leaves islands in the background. Two checks at the model's
+resolution fix most of it: colour (a person / background colour histogram from the confident
+pixels of the frame itself re-weighs the uncertain ones: background-coloured patches lose,
+hair-coloured ones stay) and connectivity (blobs that are small next to the largest one and hold
+no face are dropped, with their soft edges).
 """
 from __future__ import annotations
 
@@ -28,6 +36,10 @@ class PerceptionOptions:
     guided_radius: float = 0.012  # guided-filter window radius, fraction of the guide's longest side
     guided_eps: float = 2e-3  # guided-filter regulariser (on [0, 1] images): lower = sharper edges
     temporal: float = 0.35  # video: weight of the previous low-res matte (0 = none)
+    colour_refine: float = 0.6  # weight of the colour evidence on the coarse matte (0 = off)
+    soft_reach: float = 0.012  # uncertain matte farther than ~this x the longest side from confident person fades out (0 = off)
+    head_width: float = 0.75  # above the eyes, uncertain matte beyond this x the face width from its centre line fades out (0 = off)
+    min_blob: float = 0.03  # blobs smaller than this x the largest one (and with no face) are dropped (0 = off)
 
 
 def _resize_longest(img: np.ndarray, longest: int, interpolation=cv2.INTER_AREA) -> np.ndarray:
@@ -97,6 +109,101 @@ def refine_matte(guide_rgb: np.ndarray, coarse: np.ndarray, out_hw=None, radius_
     return np.clip(q, 0.0, 1.0, out=q)
 
 
+def head_box(landmarks: np.ndarray, sx: float, sy: float):
+    """(centre x, centre y, eye-line y, face width, head height above the eyes) of a face, in
+    pixels of an image scaled by (sx, sy) from the landmarks' frame. The head above the eyes is
+    taken to reach half a face height above the face mesh's top (forehead)."""
+    lm = np.asarray(landmarks, np.float64)
+    x, y = lm[:, 0] * sx, lm[:, 1] * sy
+    eyes = float(np.mean(y[[33, 263]])) if lm.shape[0] > 263 else float(np.mean(y))
+    top = float(y[10]) if lm.shape[0] > 10 else float(y.min())
+    up = max(eyes - top, 0.0) + 0.5 * float(np.ptp(y))
+    return float(np.mean(x)), float(np.mean(y)), eyes, float(np.ptp(x)), up
+
+
+def clean_coarse_matte(coarse: np.ndarray, rgb8: np.ndarray, heads=(), colour: float = 0.6,
+                       min_blob: float = 0.03, soft_reach: float = 0.012, head_width: float = 0.75,
+                       bins: int = 16) -> np.ndarray:
+    """Clean a coarse person probability (h, w) with the image (h, w, 3) uint8 it came from.
+
+    * colour: histograms (``bins`` per channel) of the confidently-person (> 0.9) and
+      confidently-background (< 0.1) pixels give a colour likelihood ratio; every pixel's logit
+      moves by ``colour`` x its log (clipped to +-3), so an uncertain patch whose colour is the
+      background's drops and one with the person's colours firms up; confident pixels barely move.
+    * blobs: connected parts of the thresholded matte smaller than ``min_blob`` x the largest
+      one are dropped unless they hold a face centre (``heads``: :func:`head_box` of each face
+      in the coarse matte's pixels), together with their soft surroundings.
+    * head: above a face's eye line the head (with its hair) lies within a half ellipse,
+      ``head_width`` x the face width either side of the face's centre line at the eyes, up to
+      half a face height above the forehead; beyond it values fade out (over 0.2 face widths),
+      so a hair-coloured wall next to the head is not taken for hair. Only uncertain values
+      (< 0.95) are cut farther out: a confident raised hand away from the head is kept.
+    * reach: a real soft edge (hair, motion blur) is a narrow band next to confident person; a
+      wide half-transparent plateau is the model hesitating over background. Uncertain values
+      fade out with the distance from the confident person (> 0.9) beyond ``soft_reach`` x
+      the longest side (Gaussian, same width)."""
+    p = np.clip(coarse.astype(np.float32), 0.0, 1.0)
+    h, w = p.shape
+    if colour > 0:
+        fg, bg = p > 0.9, p < 0.1
+        if fg.sum() >= 50 and bg.sum() >= 50:
+            q = (rgb8.astype(np.int32) * bins) // 256
+            idx = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
+            nb = bins ** 3
+            hf = np.bincount(idx[fg], minlength=nb).astype(np.float32)
+            hb = np.bincount(idx[bg], minlength=nb).astype(np.float32)
+            # a little smoothing between neighbouring colours, then densities
+            hf = cv2.GaussianBlur(hf.reshape(bins * bins, bins), (3, 3), 0.7).ravel() + 0.5
+            hb = cv2.GaussianBlur(hb.reshape(bins * bins, bins), (3, 3), 0.7).ravel() + 0.5
+            llr = np.clip(np.log((hf / hf.sum()) / (hb / hb.sum())), -3.0, 3.0).astype(np.float32)
+            e = np.float32(1e-4)
+            logit = np.log((p + e) / (1.0 - p + e)) + np.float32(colour) * llr[idx]
+            p = (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
+    if soft_reach > 0:
+        sure = p > 0.9
+        if sure.any():
+            d = cv2.distanceTransform((~sure).astype(np.uint8), cv2.DIST_L2, 3)
+            r = np.float32(max(1.0, soft_reach * max(h, w)))
+            over = np.maximum(d - r, 0.0) / r
+            p = (p * np.exp(-0.5 * over * over)).astype(np.float32)
+    if head_width > 0 and heads:
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) + np.float32(0.5)
+        allow = np.zeros((h, w), np.float32)
+        far = np.zeros((h, w), bool)
+        for cx, cy, eyes, fw, up in heads:
+            if fw < 1.0 or up < 1.0:
+                continue
+            a = head_width * fw
+            # distance outside the half ellipse, in face widths (approximately)
+            r = np.sqrt(((xx - cx) / a) ** 2 + (np.minimum(yy - eyes, 0.0) / up) ** 2)
+            out = (r - 1.0) * a / fw
+            reach = np.clip(1.0 - out / 0.2, 0.0, 1.0)
+            reach[yy > eyes] = 1.0  # below the eyes: shoulders, arms, long hair are not bounded here
+            np.maximum(allow, reach, out=allow)
+            far |= (out > 0.5) & (yy <= eyes)
+        if allow.min() < 1.0:
+            cut = np.where((p < 0.95) | ~far, allow, 1.0)
+            p = (p * cut).astype(np.float32)
+    if min_blob > 0:
+        n, labels, stats, _ = cv2.connectedComponentsWithStats((p > 0.5).astype(np.uint8), connectivity=8)
+        if n > 2:
+            areas = stats[1:, cv2.CC_STAT_AREA]
+            keep = np.zeros(n, bool)
+            keep[1:] = areas >= min_blob * areas.max()
+            for cx, cy, *_ in heads:
+                xi, yi = int(round(cx)), int(round(cy))
+                if 0 <= xi < w and 0 <= yi < h and labels[yi, xi] > 0:
+                    keep[labels[yi, xi]] = True
+            if not keep[1:].all():
+                kept = keep[labels].astype(np.uint8)
+                r = max(2, int(round(0.02 * max(h, w))))
+                near = cv2.dilate(kept, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+                p = np.where(near > 0, p, 0.0).astype(np.float32)
+                dropped = ~keep[labels] & (labels > 0)
+                p[dropped] = 0.0
+    return p
+
+
 class Perceiver:
     """Runs the models on each frame.
 
@@ -127,17 +234,17 @@ class Perceiver:
         H, W = rgb8.shape[:2]
         opts = self.options
 
-        if external_matte is not None:
-            matte = _as_matte(external_matte, (H, W))
-        else:
-            matte = self._segment(rgb8)
-
         faces = []
         if opts.use_face_mesh:
             small = _resize_longest(rgb8, opts.face_work_size)
             scale = np.array([W, H, W], np.float32)
             for lm in self.backend.face_landmarks(small):
                 faces.append((lm * scale).astype(np.float32))
+
+        if external_matte is not None:
+            matte = _as_matte(external_matte, (H, W))
+        else:
+            matte = self._segment(rgb8, faces)
 
         pose = None
         if opts.use_pose:
@@ -149,7 +256,7 @@ class Perceiver:
                 pose[:, 2] *= W
         return Perception(matte=matte, face_landmarks=faces, pose_landmarks=pose)
 
-    def _segment(self, rgb8: np.ndarray) -> np.ndarray:
+    def _segment(self, rgb8: np.ndarray, faces=()) -> np.ndarray:
         opts = self.options
         H, W = rgb8.shape[:2]
         small = _resize_longest(rgb8, opts.seg_work_size)
@@ -158,6 +265,12 @@ class Perceiver:
             if self._prev_coarse is not None and self._prev_coarse.shape == coarse.shape:
                 coarse = (1.0 - opts.temporal) * coarse + opts.temporal * self._prev_coarse
             self._prev_coarse = coarse
+        if opts.colour_refine > 0 or opts.min_blob > 0 or opts.soft_reach > 0:
+            h, w = coarse.shape
+            heads = [head_box(f, w / float(W), h / float(H)) for f in faces]
+            img = small if small.shape[:2] == (h, w) else cv2.resize(small, (w, h), interpolation=cv2.INTER_AREA)
+            coarse = clean_coarse_matte(coarse, img, heads, opts.colour_refine, opts.min_blob, opts.soft_reach,
+                                        opts.head_width)
         # sharpen the soft model output a little before the guided filter restores real edges
         coarse = np.clip((coarse - 0.5) * 1.6 + 0.5, 0.0, 1.0)
         return refine_matte(rgb8, coarse, None, opts.guided_radius, opts.guided_eps, opts.guide_size)

@@ -1,16 +1,37 @@
 """Render: de-light the person with the source estimate and shade them with the target HDRI.
 
-    albedo   = min(albedo_scale * I / E_src(n), albedo_max)        (per pixel, full resolution)
-    radiance = albedo / pi * E_tgt(n) + specular * F(n.v) * L_glossy(reflect(v, n))
+    albedo   = min(albedo_scale * I / E_src(n), albedo_max) * (1 - sheen)     (full resolution)
+    radiance = albedo / pi * E_tgt(n, p) + S_tgt(n, p)
 
-E_src and E_tgt are order-2 SH irradiances; L_glossy is the target HDRI prefiltered with a
-glossy lobe. Everything that depends only on the normals (1 / E_src, E_tgt / pi, the specular
-term) is smooth, so it is computed at the geometry's working resolution and upsampled; only the
-final multiply-add runs per full-resolution pixel, so the image's own fine detail (pores,
-hair strands, stubble) is kept exactly: that is the ratio-image approach.
+**Target diffuse light** E_tgt: the HDRI is split into its dominant light sources (the sun, a
+window, a softbox: found by :func:`extract_lights`, each a direction, an RGB power and an angular
+size) and the rest of the map (order-2 SH irradiance of the residual). Each light is shaded
+sharply, with a clamped-cosine terminator softened by its size, and *shadowed*: a screen-space
+ray is marched from every pixel towards the light over the geometry's depth map (nose, chin,
+hair and jaw cast shadows that move with ``--pan``). Skin gets a soft subsurface look: the
+cosine is wrapped a little around the terminator and the shadow edges are blurred, more in red
+than in blue, and the SH part's higher bands are damped the same way. Without lights (an
+overcast map) the whole map is SH, as before.
 
-The output is scene-linear radiance in the HDRI's units; :func:`auto_exposure` gives the scale
-that the compositor applies to both the person and the HDRI background.
+**Target specular** S_tgt = F(n.v) * (glossy residual map at the reflection vector + each light's
+highlight * its visibility), by material: skin (glossy lobe, skin Fresnel), lips (glossier,
+stronger), hair (broad sheen), everything else (rough, weak); ``--specular`` scales it all.
+The eyes get mirror-like catchlights of the HDRI on a corneal bulge (after the input's own
+catchlights are removed), at full resolution.
+
+**Materials** come from the face mesh (skin = face, lips, eyes) and a head prior around it: hair
+is what lies in the head region outside the face and does not look like the face's skin. Dark
+glossy hair's brightness in the input is mostly reflection of the *source* light (sheen), not
+albedo: in the hair, what the de-lit albedo has above a local dark floor is taken as sheen and
+removed, and the target's own sheen is rendered instead.
+
+E_src is the order-2 SH irradiance of :mod:`.lighting`. Everything that depends only on normals,
+depth and materials is smooth, so it is computed at the geometry's working resolution and
+upsampled; only the final multiply-add runs per full-resolution pixel, so the image's own fine
+detail (pores, hair strands, stubble) is kept exactly: that is the ratio-image approach.
+
+The output is scene-linear radiance in the HDRI's units; :meth:`TargetHDRI.exposure` gives the
+scale that the compositor applies to both the person and the HDRI background.
 """
 from __future__ import annotations
 
@@ -18,63 +39,182 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
 
-from ..colour import REC709_LUMA
-from ..envmap import COSINE_LOBE, SH_BAND, downsample, eval_sh, irradiance_sh, pixel_grid, project_sh, sample, solid_angles, uv_to_direction
+from ..colour import REC709_LUMA, luminance
+from ..envmap import (COSINE_LOBE, SH_BAND, direction_to_uv, downsample, eval_sh, irradiance_sh, pixel_grid,
+                      project_sh, sample, solid_angles, uv_to_direction)
 from ..types import Geometry, Perception, SourceLighting, TargetLighting
 
 SH_MAP_WIDTH = 128  # the HDRI is area-averaged to 128 x 64 for the SH projection
-SPEC_MAP_WIDTH = 64  # prefiltered glossy map: 64 x 32 (the lobe is ~20 degrees wide)
+SPEC_MAP_WIDTH = 64  # prefiltered glossy maps: 64 x 32 (the lobes are >= ~10 degrees wide)
+LIGHT_MAP_WIDTH = 64  # lights are found on a 64 x 32 map
 EXPOSURE_MAX_SWING = 2.5  # auto exposure at a pan stays within 2.5x (1.3 stops) of the rotation-invariant one
-GLOSSY_EXPONENT = 16.0  # Phong-equivalent exponent of skin's glossy lobe (Beckmann m ~0.35, Weyrich et al. 2006)
+GLOSSY_EXPONENT = 16.0  # Phong-equivalent exponent of the legacy ``specular_map`` (kept for API users)
+SKIN_EXPONENT = 24.0  # skin's glossy lobe (Beckmann m ~0.3-0.35, Weyrich et al. 2006)
+ROUGH_EXPONENT = 6.0  # hair sheen / cloth: broad
+LIPS_EXPONENT = 48.0
+Y00 = 0.282095
 
 
 @dataclass
 class RenderOptions:
-    f0_skin: float = 0.028  # Fresnel reflectance at normal incidence of skin (n = 1.4)
-    fresnel_max: float = 0.12  # rough surfaces never reach mirror Fresnel at grazing angles
-    other_weight: float = 0.35  # specular outside the face (hair, clothes: rougher, anisotropic), relative
+    # Fresnel reflectance at normal incidence and its cap at grazing angles (rough surfaces never
+    # reach mirror Fresnel) per material
+    f0_skin: float = 0.028  # skin, n = 1.4
+    f0_hair: float = 0.046  # hair cuticle, n = 1.55
+    f0_other: float = 0.03
+    fresnel_max: float = 0.12
+    fresnel_max_other: float = 0.06  # cloth, long hair: rough and self-shadowing, little grazing gain
+    # specular weight per material, relative to a physically plain reflection of the map
+    skin_weight: float = 1.0
+    lips_weight: float = 1.6
+    hair_weight: float = 0.7  # a broad lobe stands in for hair's narrow, anisotropic highlight band: kept weak
+    other_weight: float = 0.35  # clothes, neck, arms, long hair: rough (their own sheen is in the input already)
     albedo_max: float = 1.0
     source_floor: float = 0.2  # min source irradiance, fraction of its sphere average (bounds the de-lighting gain)
     work_size: int = 320  # used only when the geometry has no work_normals
     remove_source_specular: bool = False  # subtract the source's glossy reflection (SH estimate) before de-lighting
+    # lights and shadows
+    shadows: bool = True
+    shadow_size: int = 160  # longest side of the shadow march
+    shadow_reach: float = 0.6  # how far rays are marched, x the face width (or x 0.25 of the person's height)
+    shadow_bias: float = 1.0  # working pixels of depth tolerance
+    normal_sigma: float = 0.12  # uncertainty of the estimated normals (radians): softens terminators and highlights
+    # subsurface look of skin: cosine wrap and shadow-edge blur per channel (R, G, B)
+    sss_wrap: Tuple[float, float, float] = (0.12, 0.06, 0.04)
+    sss_blur: Tuple[float, float, float] = (1.2, 0.8, 0.7)  # working pixels
+    sss_sh_damp: Tuple[float, float, float] = (0.85, 0.93, 0.95)  # band-2 factor of the skin's SH shading
+    # hair
+    hair_sheen_floor: float = 2.5  # in the hair, albedo above this x the local dark floor is sheen
+    hair_head_scale: float = 0.85  # head region around the face (x face size)
+    # eyes
+    catchlights: bool = True
+    cornea_f0: float = 0.025
+
+
+# ----------------------------------------------------------------------------- lights
+@dataclass
+class Light:
+    """A dominant light source of an HDRI, in map coordinates (pan independent)."""
+
+    u: float
+    v: float
+    power: np.ndarray  # (3,) RGB irradiance on a surface facing it (integral of its radiance over its solid angle)
+    radius: float  # angular radius in radians (the spread of its power)
+
+    def direction(self, pan_deg: float = 0.0) -> np.ndarray:
+        return uv_to_direction(self.u, self.v, pan_deg).astype(np.float64)
+
+
+def extract_lights(env: np.ndarray, max_lights: int = 3, min_fraction: float = 0.03, contrast: float = 3.0,
+                   max_radius_deg: float = 20.0) -> Tuple[List[Light], np.ndarray]:
+    """The dominant light sources of an equirect map (median-cut in spirit: the brightest compact
+    regions, greedily), and the map with them taken out.
+
+    A light is the set of pixels, within ``max_radius_deg`` of the brightest remaining region
+    (power density blurred, so a sun or a window wins over a hot pixel), that are ``contrast``
+    times brighter than their surroundings (the median of an annulus around it); its power is
+    what they have above the surroundings, summed over solid angle, and it is kept if that is at
+    least ``min_fraction`` of the whole map's power (so an overcast sky has none). The residual
+    has the surroundings' level in their place, so residual + lights = the map."""
+    env = np.maximum(np.nan_to_num(np.asarray(env, np.float32)[..., :3]), 0.0)
+    h, w = env.shape[:2]
+    u, v = pixel_grid(w, h)
+    dirs = uv_to_direction(u, v).astype(np.float32)
+    omega = np.broadcast_to(solid_angles(w, h), (h, w)).astype(np.float32)
+    res = env.copy()
+    total = float((luminance(env) * omega).sum())
+    lights: List[Light] = []
+    if total <= 0:
+        return lights, res
+    cos_in = math.cos(math.radians(max_radius_deg))
+    cos_out = math.cos(math.radians(2.0 * max_radius_deg))
+    pad = 4
+    for _ in range(max_lights):
+        lum = luminance(res)
+        dens = cv2.copyMakeBorder((lum * omega).astype(np.float32), 0, 0, pad, pad, cv2.BORDER_WRAP)
+        dens = cv2.GaussianBlur(dens, (0, 0), 1.0, borderType=cv2.BORDER_REPLICATE)[:, pad:-pad]
+        r0, c0 = np.unravel_index(int(np.argmax(dens)), dens.shape)
+        cosang = dirs @ dirs[r0, c0]
+        near = cosang > cos_in
+        ring = (cosang > cos_out) & ~near
+        if not ring.any():
+            break
+        surround = float(np.median(lum[ring]))
+        sel = near & (lum > contrast * max(surround, 1e-9))
+        if not sel.any():
+            break
+        # what the light adds above the surroundings, keeping each pixel's colour
+        excess = res[sel] * np.maximum(1.0 - surround / np.maximum(lum[sel], 1e-12), 0.0)[:, None]
+        wgt = luminance(excess) * omega[sel]
+        power = (excess * omega[sel, None]).sum(axis=0)
+        if float(luminance(power)) < min_fraction * total:
+            break
+        d = (dirs[sel] * wgt[:, None]).sum(axis=0)
+        d /= max(float(np.linalg.norm(d)), 1e-12)
+        spread = float(np.sqrt(max((wgt * np.arccos(np.clip(dirs[sel] @ d, -1, 1)) ** 2).sum() / wgt.sum(), 0.0)))
+        res[sel] -= excess
+        lu, lv = direction_to_uv(d)
+        lights.append(Light(u=float(lu), v=float(lv), power=power.astype(np.float64),
+                            radius=max(spread, math.radians(1.0))))
+    return lights, res
 
 
 # ----------------------------------------------------------------------------- target
 class TargetHDRI:
     """The target HDRI prepared once for rendering: what does not depend on the pan (the small
-    map for the SH projection, the glossy prefiltered map), plus a small cache of per-pan SH.
+    map for the SH projection, the dominant lights and the residual map, the glossy prefiltered
+    maps), plus a small cache of per-pan SH.
 
     Owned by whoever renders (the :class:`~relight.pipeline.Relighter`); no module-level state."""
 
-    def __init__(self, hdri: np.ndarray):
+    def __init__(self, hdri: np.ndarray, max_lights: int = 3):
         rgb = np.asarray(hdri, dtype=np.float32)
         rgb = rgb[..., :3] if rgb.ndim == 3 else np.repeat(rgb[..., None], 3, axis=2)
         rgb = np.nan_to_num(np.maximum(rgb, 0.0), nan=0.0, posinf=65504.0)
         self.small = downsample(rgb, SH_MAP_WIDTH)
-        self.specular_map = prefilter_glossy(downsample(self.small, SPEC_MAP_WIDTH), GLOSSY_EXPONENT)
-        self._sh_cache: "OrderedDict[float, np.ndarray]" = OrderedDict()
+        spec_small = downsample(self.small, SPEC_MAP_WIDTH)
+        self.specular_map = prefilter_glossy(spec_small, GLOSSY_EXPONENT)
+        self.lights, residual = extract_lights(downsample(self.small, LIGHT_MAP_WIDTH), max_lights=max_lights)
+        if self.lights:
+            self.residual = residual
+            spec_residual = downsample(residual, SPEC_MAP_WIDTH)
+        else:
+            self.residual = None
+            spec_residual = spec_small
+        self.glossy_maps = {e: prefilter_glossy(spec_residual, e) for e in (ROUGH_EXPONENT, SKIN_EXPONENT)}
+        self._sh_cache: "OrderedDict[float, tuple]" = OrderedDict()
         azimuth_mean = np.ascontiguousarray(np.broadcast_to(self.small.mean(axis=1, keepdims=True), self.small.shape))
         self.azimuth_average_sh = irradiance_sh(project_sh(azimuth_mean, 0.0, max_width=SH_MAP_WIDTH)).astype(np.float32)
 
-    def irradiance(self, pan_deg: float) -> np.ndarray:
-        """Camera-frame irradiance SH (9, 3) at ``pan_deg``."""
+    def _both_sh(self, pan_deg: float):
         key = round(float(pan_deg) % 360.0, 4)
-        sh = self._sh_cache.get(key)
-        if sh is None:
-            sh = irradiance_sh(project_sh(self.small, key, max_width=SH_MAP_WIDTH)).astype(np.float32)
-            self._sh_cache[key] = sh
+        both = self._sh_cache.get(key)
+        if both is None:
+            full = irradiance_sh(project_sh(self.small, key, max_width=SH_MAP_WIDTH)).astype(np.float32)
+            resid = None
+            if self.residual is not None:
+                resid = irradiance_sh(project_sh(self.residual, key, max_width=LIGHT_MAP_WIDTH)).astype(np.float32)
+            both = self._sh_cache[key] = (full, resid)
             if len(self._sh_cache) > 64:  # autorotate: a new pan every frame
                 self._sh_cache.popitem(last=False)
-        return sh
+        return both
+
+    def irradiance(self, pan_deg: float) -> np.ndarray:
+        """Camera-frame irradiance SH (9, 3) of the whole map at ``pan_deg``."""
+        return self._both_sh(pan_deg)[0]
 
     def target(self, pan_deg: float) -> TargetLighting:
-        """The lighting at one pan: irradiance SH and the glossy map (pan applied at lookup)."""
-        return TargetLighting(sh=self.irradiance(pan_deg), specular_map=self.specular_map, pan_deg=float(pan_deg))
+        """The lighting at one pan: irradiance SH, the lights in the camera frame, the residual's
+        SH and the glossy maps (pan applied at lookup)."""
+        full, resid = self._both_sh(pan_deg)
+        lights = [(lt.direction(pan_deg), lt.power, lt.radius) for lt in self.lights]
+        return TargetLighting(sh=full, specular_map=self.specular_map, pan_deg=float(pan_deg), lights=lights,
+                              residual_sh=resid, glossy_maps=self.glossy_maps, sharp_map=self.small)
 
     def exposure(self, pan_deg: Optional[float] = None, albedo: float = 0.4, target: float = 0.2,
                  max_swing: float = EXPOSURE_MAX_SWING) -> float:
@@ -132,13 +272,160 @@ def front_normals() -> np.ndarray:
     return np.stack([x[ok], y[ok], np.sqrt(1.0 - r2[ok])], -1).astype(np.float32)
 
 
+# ----------------------------------------------------------------------------- materials
+@dataclass
+class Materials:
+    """Soft material weights at the working resolution, each (h, w) float32 in [0, 1]."""
+
+    skin: np.ndarray
+    lips: np.ndarray
+    hair: np.ndarray
+
+    @staticmethod
+    def none(h: int, w: int) -> "Materials":
+        z = np.zeros((h, w), np.float32)
+        return Materials(skin=z, lips=z, hair=z)
+
+
+def material_weights(perception: Perception, face: np.ndarray, matte: np.ndarray, albedo: Optional[np.ndarray],
+                     full_hw: Tuple[int, int], opts: Optional[RenderOptions] = None) -> Materials:
+    """Skin, lips and hair weights at the working resolution of ``face`` (h, w).
+
+    Skin is the face mesh's area (its feathered weight) without the lips; lips are the mesh's
+    lip polygon. Hair: inside the person, within a head region around each face (an ellipse
+    reaching above the forehead), outside the face mesh, where the de-lit ``albedo`` (h, w, 3)
+    does not look like the face's own skin (chromaticity and level): ears, a bald scalp or the
+    neck stay skin-like."""
+    opts = opts or RenderOptions()
+    h, w = face.shape
+    if not perception.face_landmarks:
+        return Materials.none(h, w)
+    from ..models.mediapipe_backend import NUM_MESH_LANDMARKS, face_mesh_regions
+
+    H, W = full_hw
+    sx, sy = w / float(W), h / float(H)
+    regions = face_mesh_regions()
+    lips = np.zeros((h, w), np.uint8)
+    head = np.zeros((h, w), np.float32)
+    for lm in perception.face_landmarks:
+        xy = np.asarray(lm, np.float64)[:NUM_MESH_LANDMARKS, :2] * (sx, sy)
+        hull = cv2.convexHull(np.round(xy[regions["lips"]] * 16).astype(np.int32))
+        cv2.fillConvexPoly(lips, hull, 1, lineType=cv2.LINE_AA, shift=4)
+        fw, fh = float(np.ptp(xy[:, 0])), float(np.ptp(xy[:, 1]))
+        if fw < 2 or fh < 2:
+            continue
+        cx, cy = float(xy[:, 0].mean()), float(xy[:, 1].mean()) - 0.25 * fh
+        ax, ay = opts.hair_head_scale * fw, opts.hair_head_scale * 1.05 * fh
+        # the scalp's hair: full weight down to the nose tip, none from the mouth down (neck and
+        # jaw are skin; long hair hanging beside the jaw is left to the generic material)
+        y_nose, y_mouth = float(xy[1, 1]), float(xy[13, 1])
+        x0, x1 = max(0, int(cx - 1.15 * ax)), min(w, int(cx + 1.15 * ax) + 2)
+        y0, y1 = max(0, int(cy - 1.15 * ay)), min(h, int(y_mouth) + 2)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32) + np.float32(0.5)
+        r = np.sqrt(((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2)
+        fade = np.clip((y_mouth - yy) / max(y_mouth - y_nose, 1.0), 0.0, 1.0)
+        np.maximum(head[y0:y1, x0:x1], np.clip((1.15 - r) / 0.3, 0.0, 1.0) * fade, out=head[y0:y1, x0:x1])
+    lips_w = cv2.GaussianBlur(lips.astype(np.float32), (0, 0), 0.7)
+    skin = np.clip(face - lips_w, 0.0, 1.0)
+    hair = head * (1.0 - face) * np.clip((matte - 0.5) * 4.0, 0.0, 1.0)
+    cand = hair > 0.01
+    if albedo is not None and cand.any():
+        sel = (face > 0.8) & (lips_w < 0.1)
+        if sel.sum() >= 10:
+            def chroma_level(a):
+                a = np.maximum(a.astype(np.float32), 1e-4)
+                la = luminance(a)
+                return np.log(a / la[..., None]), la  # log chromaticity (luminance 1), level
+            cs, ls = chroma_level(albedo[sel])
+            mu = np.median(cs, axis=0)
+            spread = np.maximum(np.percentile(np.abs(cs - mu), 75, axis=0), 0.08)
+            ch, lh = chroma_level(albedo[cand])
+            dc = np.sqrt((((ch - mu) / spread) ** 2).sum(axis=-1) / 3.0)
+            dl = np.abs(np.log(lh / float(np.median(ls)))) / 0.5
+            hair[cand] *= 1.0 - np.exp(-0.5 * (dc * dc + dl * dl))  # 1 - skin-likeness
+    return Materials(skin=skin.astype(np.float32), lips=(lips_w * face).astype(np.float32), hair=hair.astype(np.float32))
+
+
+def hair_sheen(albedo_lum: np.ndarray, hair: np.ndarray, face_px: float, floor: float) -> np.ndarray:
+    """The fraction of the de-lit albedo that is the source's sheen, in the hair (h, w): what
+    lies above ``floor`` x the hair's local dark level (a grey erosion over ~10% of the face,
+    blurred)."""
+    if not (hair > 0.05).any():
+        return np.zeros_like(hair)
+    k = max(3, int(round(0.1 * face_px)) | 1)
+    inside = (hair > 0.05).astype(np.float32)
+    big = np.where(inside > 0, albedo_lum, np.float32(10.0)).astype(np.float32)
+    low = cv2.erode(big, np.ones((k, k), np.uint8), borderType=cv2.BORDER_REPLICATE)
+    # smoothed within the hair only (normalised convolution)
+    num = cv2.GaussianBlur(np.minimum(low, 1.0) * inside, (0, 0), float(k))
+    low = num / np.maximum(cv2.GaussianBlur(inside, (0, 0), float(k)), 1e-3)
+    sheen = np.clip(1.0 - floor * low / np.maximum(albedo_lum, 1e-6), 0.0, 1.0)
+    return (sheen * hair).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- shadows
+def shadow_map(depth: np.ndarray, direction: np.ndarray, radius: float, reach: float, bias: float = 1.0,
+               size: int = 160, inside: Optional[np.ndarray] = None) -> np.ndarray:
+    """Visibility (h, w) in [0, 1] of a distant light along camera-frame ``direction`` over a
+    depth map (working pixels, larger = nearer): a screen-space ray from every pixel towards
+    the light, marched one pixel at a time up to ``reach`` pixels; a pixel is in shadow when the
+    depth map rises above the ray. Soft: the penumbra widens with the distance to the occluder
+    by the light's angular ``radius``; 1 where the light is (nearly) along the view axis.
+    ``inside`` (h, w) bool: where the depth is the person's (elsewhere nothing occludes: a ray
+    that leaves the person passes behind or beside them, not into a wall)."""
+    h, w = depth.shape
+    lx, ly, lz = (float(c) for c in direction)
+    lateral = math.hypot(lx, ly)
+    if lateral < 0.05 or reach < 1.0:
+        return np.ones((h, w), np.float32)
+    f = min(1.0, size / float(max(h, w)))
+    far = np.float32(-1e6)
+    occ = depth.astype(np.float32)
+    if inside is not None:
+        occ = np.where(inside, occ, far)
+    if f < 1.0:
+        sh, sw = max(1, round(h * f)), max(1, round(w * f))
+        d = cv2.resize(depth.astype(np.float32), (sw, sh), interpolation=cv2.INTER_AREA) * np.float32(f)
+        occ = cv2.resize(occ, (sw, sh), interpolation=cv2.INTER_NEAREST)
+        occ = np.where(occ > far / 2, d, far).astype(np.float32)
+    else:
+        sh, sw, d = h, w, depth.astype(np.float32)
+    step = 1.0 / lateral  # 3-D distance per one-pixel lateral step
+    dx, dy, dz = lx * step, -ly * step, lz * step  # image rows go down
+    n_steps = int(min(max(2, reach * f), 64))
+    occl = np.zeros((sh, sw), np.float32)
+    b = float(bias * f)
+    tan_r = max(math.tan(radius), 0.02)
+    shift = np.zeros((2, 3), np.float32)
+    shift[0, 0] = shift[1, 1] = 1.0
+    for k in range(1, n_steps + 1):
+        # the depth map seen k steps towards the light: out(x) = occ(x + k d); bilinear (smooth
+        # shadow edges); next to the person's outline it blends with the far value and reads as
+        # no occluder, which only trims occluders by a fraction of a pixel
+        shift[0, 2], shift[1, 2] = k * dx, k * dy
+        s = cv2.warpAffine(occ, shift, (sw, sh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=float(far))
+        soft = 0.5 + tan_r * k * step  # penumbra half-width grows with distance
+        rise = cv2.subtract(s, d)
+        rise = cv2.addWeighted(rise, 1.0 / soft, rise, 0.0, -(k * dz + b) / soft)
+        np.maximum(occl, rise, out=occl)
+    np.clip(occl, 0.0, 1.0, out=occl)
+    vis = 1.0 - occl
+    vis = cv2.GaussianBlur(vis, (0, 0), 1.0)
+    if f < 1.0:
+        vis = cv2.resize(vis, (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.clip(vis, 0.0, 1.0).astype(np.float32)
+
+
 # ----------------------------------------------------------------------------- rendering
 def render_person(input_linear: np.ndarray, perception: Perception, geometry: Geometry, source: SourceLighting,
                   target: TargetLighting, specular: float = 1.0, options: Optional[RenderOptions] = None) -> np.ndarray:
     """The relit person, (H, W, 3) float32 scene-linear radiance in the HDRI's units (no
     exposure). Pixels outside the matte are finite but meaningless."""
     opts = options or RenderOptions()
-    img = np.asarray(input_linear, dtype=np.float32)[..., :3]
+    img = np.ascontiguousarray(np.asarray(input_linear, dtype=np.float32)[..., :3])
     H, W = img.shape[:2]
     if geometry.work_normals is not None:
         n = geometry.work_normals.astype(np.float32, copy=False)
@@ -147,15 +434,33 @@ def render_person(input_linear: np.ndarray, perception: Perception, geometry: Ge
         n = cv2.resize(geometry.normals, (max(1, round(W * s)), max(1, round(H * s))), interpolation=cv2.INTER_AREA)
         n = n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-6)
     h, w = n.shape[:2]
-    face = geometry.face_mask
-    if face.shape != (h, w):
-        face = cv2.resize(face.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+    face = _at(geometry.face_mask, h, w, cv2.INTER_LINEAR)  # smooth masks: point sampling will do
+    depth = geometry.work_depth if geometry.work_depth is not None and geometry.work_depth.shape == (h, w) else None
+    small = _at(img, h, w, cv2.INTER_LINEAR)  # materials and hair sheen only: coarse is fine
+    matte = _at(perception.matte, h, w, cv2.INTER_LINEAR)
 
-    inv_src, diffuse, spec, spec_src = shading_fields(n, face, source, target, specular, opts)
-    if (h, w) != (H, W):  # 3-channel contiguous resizes are much faster than one 9-channel one
-        up = lambda x: None if x is None else cv2.resize(x, (W, H), interpolation=cv2.INTER_LINEAR)
-        inv_src, diffuse, spec, spec_src = up(inv_src), up(diffuse), up(spec), up(spec_src)
-    img = np.ascontiguousarray(img)
+    inv_src, spec_src = source_fields(n, face, source, opts)
+    face_px = _face_size(perception, w / float(W))
+    mats = material_weights(perception, face, matte, small * inv_src, (H, W), opts)
+    has_hair = bool(mats.hair.max() > 0)
+    if has_hair:
+        sheen = hair_sheen(luminance(small * inv_src), mats.hair, face_px, opts.hair_sheen_floor)
+        inv_src *= (1.0 - sheen)[..., None]
+    diffuse, spec, spec_hair = target_fields(n, depth, mats, target, specular, face_px, opts, matte > 0.5,
+                                             split_hair=True)
+    if spec_hair is not None:
+        # hair's sheen follows its strands: instead of a smooth layer on top (a grey helmet),
+        # it goes through the albedo, divided by the hair's local mean albedo (per channel): the
+        # same mean and colour, modulated by the strands' own light and dark detail
+        hair_rgb = small * inv_src * mats.hair[..., None]
+        k = max(1.0, 0.1 * face_px) if face_px > 0 else 2.0
+        mean = cv2.GaussianBlur(hair_rgb, (0, 0), k) / np.maximum(cv2.GaussianBlur(mats.hair, (0, 0), k), 1e-3)[..., None]
+        diffuse += spec_hair / np.maximum(mean, 0.01)
+
+    up = (lambda x: x) if (h, w) == (H, W) else (
+        lambda x: None if x is None else cv2.resize(x, (W, H), interpolation=cv2.INTER_LINEAR))
+    # 3-channel contiguous resizes are much faster than one 9-channel one
+    inv_src, diffuse, spec, spec_src = up(inv_src), up(diffuse), up(spec), up(spec_src)
     if spec_src is not None:
         # the source's own sheen is not albedo: remove it (keeping at least half the pixel)
         img = np.maximum(cv2.subtract(img, spec_src), img * np.float32(0.5))
@@ -163,44 +468,288 @@ def render_person(input_linear: np.ndarray, perception: Perception, geometry: Ge
     out = cv2.multiply(img, inv_src)
     amax = float(opts.albedo_max)
     cv2.min(out, (amax, amax, amax, amax), dst=out)  # albedo (a bare float would only clip channel 0)
+    if opts.catchlights and specular > 0 and perception.face_landmarks and target.sharp_map is not None:
+        _remove_catchlights(out, perception)
     cv2.multiply(out, diffuse, dst=out)
     if spec is not None:
         cv2.add(out, spec, dst=out)
+    if opts.catchlights and specular > 0 and perception.face_landmarks and target.sharp_map is not None:
+        _add_catchlights(out, perception, geometry, target, specular, opts)
     return out
+
+
+def _at(x: np.ndarray, h: int, w: int, interpolation=cv2.INTER_AREA) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    if x.shape[:2] == (h, w):
+        return x
+    return cv2.resize(x, (w, h), interpolation=interpolation)
+
+
+def _face_size(perception: Perception, scale: float) -> float:
+    """The widest face's width in working pixels (or 1/4 of the working image's width)."""
+    if perception.face_landmarks:
+        return max(float(np.ptp(np.asarray(f)[:, 0])) for f in perception.face_landmarks) * scale
+    return 0.0
+
+
+def source_fields(n: np.ndarray, face: np.ndarray, source: SourceLighting, opts: RenderOptions):
+    """(albedo_scale / E_src(n), the source's specular radiance or None) at the working resolution."""
+    src_sh = np.asarray(source.sh, np.float32)
+    e_src = eval_sh(src_sh, n)
+    avg = np.maximum(Y00 * src_sh[0], 1e-8)  # sphere-average irradiance per channel
+    np.maximum(e_src, opts.source_floor * avg, out=e_src)
+    inv_src = np.ascontiguousarray(np.float32(source.albedo_scale) / e_src, dtype=np.float32)
+    spec_src = None
+    if opts.remove_source_specular:
+        # E_true = E * pi / albedo_scale (input units); radiance SH = irradiance SH / cosine lobe
+        refl, nz = _reflect(n)
+        rad = src_sh / COSINE_LOBE[SH_BAND][:, None].astype(np.float32)
+        l_src = np.maximum(eval_sh(rad, refl), 0.0) * np.float32(math.pi / max(source.albedo_scale, 1e-8))
+        fres = _fresnel(nz, opts.f0_skin, opts.fresnel_max) * (opts.other_weight + (1.0 - opts.other_weight) * face)
+        spec_src = np.ascontiguousarray(l_src * fres[..., None], dtype=np.float32)
+    return inv_src, spec_src
+
+
+def _reflect(n: np.ndarray):
+    """Mirror direction of the view vector (0, 0, 1) about the normals, and n.v."""
+    nz = np.clip(n[..., 2], 0.0, 1.0)
+    refl = np.empty_like(n)
+    refl[..., 0] = 2.0 * nz * n[..., 0]
+    refl[..., 1] = 2.0 * nz * n[..., 1]
+    refl[..., 2] = 2.0 * nz * n[..., 2] - 1.0
+    return refl, nz
+
+
+def _fresnel(nz: np.ndarray, f0, fmax) -> np.ndarray:
+    return np.minimum(f0 + (1.0 - f0) * (1.0 - nz) ** 5, fmax).astype(np.float32)
+
+
+def _skin_sh(sh: np.ndarray, damp) -> np.ndarray:
+    """SH irradiance with the band-2 (and, by the square root, band-1) coefficients damped per
+    channel: a blurrier, redder light transport, the look of subsurface scattering."""
+    out = np.array(sh, np.float32, copy=True)
+    d = np.asarray(damp, np.float32)
+    out[1:4] *= np.sqrt(d)[None, :]
+    out[4:9] *= d[None, :]
+    return out
+
+
+def target_fields(n: np.ndarray, depth: Optional[np.ndarray], mats: Materials, target: TargetLighting,
+                  specular: float, face_px: float, opts: RenderOptions, inside: Optional[np.ndarray] = None,
+                  split_hair: bool = False):
+    """(E_tgt / pi (h, w, 3), specular radiance (h, w, 3) or None) at the working resolution;
+    with ``split_hair`` a third field: the hair's part of the specular (taken out of the second)."""
+    h, w = n.shape[:2]
+    skin = mats.skin[..., None]
+    lights = list(target.lights or [])
+    base_sh = target.residual_sh if (lights and target.residual_sh is not None) else target.sh
+    base_sh = np.asarray(base_sh, np.float32)
+    e = eval_sh(base_sh, n)
+    sbox = _bbox(mats.skin > 0.01)
+    if sbox is not None:
+        ys, xs = sbox
+        e[ys, xs] += skin[ys, xs] * (eval_sh(_skin_sh(base_sh, opts.sss_sh_damp), n[ys, xs]) - e[ys, xs])
+    np.maximum(e, 0.0, out=e)
+
+    refl, nz = _reflect(n)
+    want_spec = specular > 0
+    spec = hair_part = None
+    if want_spec:
+        rough = (1.0 - mats.hair - mats.skin - mats.lips).clip(0.0, 1.0)  # cloth etc.: broad lobe; hair: skin's
+        glossy_maps = target.glossy_maps or {}
+        g_skin = glossy_maps.get(SKIN_EXPONENT)
+        g_rough = glossy_maps.get(ROUGH_EXPONENT)
+        if g_skin is None or g_rough is None:  # a TargetLighting made by hand: the legacy map
+            g_skin = g_rough = target.specular_map
+        if g_skin is g_rough:
+            lookup = lookup_rough = sample(g_rough, refl, target.pan_deg)
+        else:  # one lookup of both maps (6 channels)
+            both = sample(np.concatenate([g_skin, g_rough], axis=-1), refl, target.pan_deg)
+            lookup, lookup_rough = both[..., :3], both[..., 3:]
+        glossy = lookup + rough[..., None] * (lookup_rough - lookup)
+        weight, f0 = _spec_weights(mats, opts)
+        # grazing Fresnel gain: full on skin and hair, little on cloth
+        other = (1.0 - mats.hair - mats.skin - mats.lips).clip(0.0, 1.0)
+        fmax = opts.fresnel_max + other * (opts.fresnel_max_other - opts.fresnel_max)
+        fres = (_fresnel(nz, f0, fmax) * weight).astype(np.float32)
+        spec = glossy * fres[..., None]
+        hair_part = None
+        if float(mats.hair.max()) > 0:
+            # the hair's share of the specular weight, returned apart (see render_person)
+            hair_part = (opts.hair_weight * mats.hair / np.maximum(weight, 1e-6)).astype(np.float32)
+    if lights:
+        reach = opts.shadow_reach * (face_px if face_px > 0 else 0.25 * max(h, w))
+        box = _bbox(mats.skin > 0.01)
+        lam_plain = _soft_cosine
+        wrap = np.asarray(opts.sss_wrap, np.float32)
+        blur = np.asarray(opts.sss_blur, np.float32)
+        rough = (1.0 - mats.hair - mats.skin - mats.lips).clip(0.0, 1.0)
+        strongest = max(float(np.asarray(pw, np.float64) @ REC709_LUMA) for _, pw, _ in lights)
+        for direction, power, radius in lights:
+            l = np.asarray(direction, np.float32)
+            pw = np.asarray(power, np.float32)
+            cos = n @ l
+            # terminator softened by the light's size, wrapped (per channel) on skin
+            # (a sphere light of angular radius r sinking below the horizon: c above sin r,
+            # (c + sin r)^2 / (4 sin r) across it, 0 below); the estimated normals are only known
+            # to about normal_sigma, so the terminator is as soft as that at least (the expected
+            # shading, not a sharp line that flips with every small normal error)
+            soft = max(math.hypot(math.sin(radius), opts.normal_sigma), 0.02)
+            lam = _soft_cosine(cos, soft)
+            vis = None
+            if opts.shadows and depth is not None and float(pw @ REC709_LUMA) >= 0.1 * strongest:
+                vis = shadow_map(depth, l, radius, reach, opts.shadow_bias, opts.shadow_size, inside)
+            if vis is not None:
+                lam = lam * vis
+            e += lam[..., None] * pw[None, None, :]
+            if box is not None:
+                # skin (within its bounding box): per channel, the wrapped cosine and the
+                # blurred shadow edge replace the plain ones
+                ys, xs = box
+                sk, cs = mats.skin[ys, xs], cos[ys, xs]
+                vb = None if vis is None else vis[ys, xs]
+                for c in range(3):
+                    lam_c = _soft_cosine(cs + wrap[c], soft) / (1.0 + wrap[c]) if wrap[c] > 0 else lam_plain(cs, soft)
+                    if vb is not None:
+                        lam_c = lam_c * (cv2.GaussianBlur(vis, (0, 0), float(blur[c]))[ys, xs] if blur[c] > 0 else vb)
+                    e[ys, xs, c] += sk * (lam_c - lam[ys, xs]) * pw[c]
+            if want_spec:
+                # the light's highlight: a normalised Phong lobe about the mirror direction,
+                # widened by the light's angular size and the normals' uncertainty; skin's lobe
+                # for skin, lips and hair, the rough one for the rest
+                rl = np.clip(refl @ l, 0.0, 1.0)
+                widen = 0.25 * radius * radius + opts.normal_sigma ** 2
+                lobe = None
+                for e0, wgt in ((SKIN_EXPONENT, 1.0 - rough), (ROUGH_EXPONENT, rough)):
+                    if float(wgt.max()) <= 0:
+                        continue
+                    ex = 1.0 / (1.0 / e0 + widen)
+                    part = np.float32((ex + 1.0) / (2.0 * math.pi)) * np.power(rl, np.float32(ex)) * wgt
+                    lobe = part if lobe is None else lobe + part
+                if lobe is not None:
+                    lobe *= fres
+                    if vis is not None:
+                        lobe *= vis
+                    spec += lobe[..., None] * pw[None, None, :]
+    diffuse = np.ascontiguousarray(e * np.float32(1.0 / math.pi), dtype=np.float32)
+    spec_hair = None
+    if spec is not None:
+        spec *= np.float32(specular)
+        if split_hair and hair_part is not None:
+            spec_hair = np.ascontiguousarray(spec * hair_part[..., None], dtype=np.float32)
+            spec -= spec_hair
+        spec = np.ascontiguousarray(spec, dtype=np.float32)
+    if split_hair:
+        return diffuse, spec, spec_hair
+    return diffuse, spec
+
+
+def _bbox(mask: np.ndarray):
+    """(row slice, column slice) of the True pixels of ``mask``, or None."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+
+
+def _soft_cosine(c: np.ndarray, soft: float) -> np.ndarray:
+    """max(0, c) with its kink rounded over +-``soft``: c above soft, (c + soft)^2 / (4 soft)
+    across, 0 below (a spherical light of angular radius asin(soft) sinking below the horizon)."""
+    cc = np.clip(c + np.float32(soft), 0.0, 2.0 * soft)
+    return np.where(c >= soft, c, cc * cc * np.float32(0.25 / soft)).astype(np.float32)
+
+
+def _spec_weights(mats: Materials, opts: RenderOptions):
+    """Per-pixel specular weight and F0 from the material weights."""
+    other = (1.0 - mats.skin - mats.lips - mats.hair).clip(0.0, 1.0)
+    weight = (opts.skin_weight * mats.skin + opts.lips_weight * mats.lips + opts.hair_weight * mats.hair
+              + opts.other_weight * other)
+    f0 = (opts.f0_skin * (mats.skin + mats.lips) + opts.f0_hair * mats.hair + opts.f0_other * other)
+    return weight.astype(np.float32), f0.astype(np.float32)
 
 
 def shading_fields(n: np.ndarray, face: np.ndarray, source: SourceLighting, target: TargetLighting,
                    specular: float = 1.0, options: Optional[RenderOptions] = None):
-    """The smooth per-normal factors, each (h, w, 3) float32 contiguous or None:
-    (albedo_scale / E_src(n), E_tgt(n) / pi, target specular radiance or None when
-    ``specular`` is 0, source specular radiance or None unless ``remove_source_specular``)."""
+    """The smooth per-normal factors without materials, shadows or catchlights, each (h, w, 3)
+    float32 contiguous or None: (albedo_scale / E_src(n), E_tgt(n) / pi, target specular
+    radiance or None when ``specular`` is 0, source specular radiance or None unless
+    ``remove_source_specular``). The face weight ``face`` counts as skin."""
     opts = options or RenderOptions()
     n = np.asarray(n, np.float32)
-    src_sh = np.asarray(source.sh, np.float32)
-    e_src = eval_sh(src_sh, n)
-    avg = np.maximum(0.282095 * src_sh[0], 1e-8)  # sphere-average irradiance per channel
-    np.maximum(e_src, opts.source_floor * avg, out=e_src)
-    inv_src = np.float32(source.albedo_scale) / e_src
-    diffuse = np.maximum(eval_sh(np.asarray(target.sh, np.float32), n), 0.0) * np.float32(1.0 / math.pi)
-    spec = spec_src = None
-    if specular > 0 or opts.remove_source_specular:
-        nz = np.clip(n[..., 2], 0.0, 1.0)
-        refl = np.empty_like(n)
-        refl[..., 0] = 2.0 * nz * n[..., 0]
-        refl[..., 1] = 2.0 * nz * n[..., 1]
-        refl[..., 2] = 2.0 * nz * n[..., 2] - 1.0
-        f0 = np.float32(opts.f0_skin)
-        fres = np.minimum(f0 + (1.0 - f0) * (1.0 - nz) ** 5, opts.fresnel_max)
-        fres *= opts.other_weight + (1.0 - opts.other_weight) * np.asarray(face, np.float32)
-        fres = fres.astype(np.float32)
-        if specular > 0:
-            glossy = sample(target.specular_map, refl, target.pan_deg)
-            spec = np.ascontiguousarray(glossy * (np.float32(specular) * fres)[..., None], dtype=np.float32)
-        if opts.remove_source_specular:
-            # source radiance SH = irradiance SH / clamped-cosine lobe (the glossy lobe is much
-            # sharper than order 2, so the order-2 radiance stands in for its prefiltered version)
-            rad = src_sh / COSINE_LOBE[SH_BAND][:, None].astype(np.float32)
-            l_src = np.maximum(eval_sh(rad, refl), 0.0) * np.float32(source.albedo_scale / math.pi)
-            spec_src = np.ascontiguousarray(l_src * fres[..., None], dtype=np.float32)
-    return (np.ascontiguousarray(inv_src, dtype=np.float32), np.ascontiguousarray(diffuse, dtype=np.float32),
-            spec, spec_src)
+    face = np.asarray(face, np.float32)
+    inv_src, spec_src = source_fields(n, face, source, opts)
+    z = np.zeros_like(face)
+    diffuse, spec = target_fields(n, None, Materials(skin=face, lips=z, hair=z), target, specular, 0.0, opts)
+    return inv_src, diffuse, spec, spec_src
+
+
+# ----------------------------------------------------------------------------- eyes
+def _iris_circles(perception: Perception):
+    """(cx, cy, r) in full-resolution pixels of each iris the face mesh found (refined
+    landmarks 468-477: a centre and four points on the iris edge per eye)."""
+    out = []
+    for lm in perception.face_landmarks:
+        lm = np.asarray(lm, np.float64)
+        if lm.shape[0] < 478:
+            continue
+        for c in (468, 473):
+            ring = lm[c + 1:c + 5, :2]
+            r = float(np.mean(np.linalg.norm(ring - lm[c, :2], axis=1)))
+            if r >= 1.0:
+                out.append((float(lm[c, 0]), float(lm[c, 1]), r))
+    return out
+
+
+def _eye_box(cx, cy, r, H, W):
+    x0, x1 = max(0, int(math.floor(cx - r)) - 1), min(W, int(math.ceil(cx + r)) + 2)
+    y0, y1 = max(0, int(math.floor(cy - r)) - 1), min(H, int(math.ceil(cy + r)) + 2)
+    return x0, x1, y0, y1
+
+
+def _remove_catchlights(albedo: np.ndarray, perception: Perception) -> None:
+    """The input's own catchlights (reflections of the source lights in the cornea) are not
+    albedo: in each iris, pixels brighter than the iris' typical level are brought down to it."""
+    H, W = albedo.shape[:2]
+    for cx, cy, r in _iris_circles(perception):
+        x0, x1, y0, y1 = _eye_box(cx, cy, r, H, W)
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            continue
+        patch = albedo[y0:y1, x0:x1]
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        inside = (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= r * r
+        if inside.sum() < 3:
+            continue
+        lum = luminance(patch)
+        ref = float(np.median(lum[inside]))
+        cap = 1.5 * ref
+        over = inside & (lum > cap)
+        if over.any():
+            patch[over] *= (cap / np.maximum(lum[over], 1e-6))[:, None]
+
+
+def _add_catchlights(out: np.ndarray, perception: Perception, geometry: Geometry, target: TargetLighting,
+                     specular: float, opts: RenderOptions) -> None:
+    """Mirror reflections of the target HDRI in each cornea: the iris is taken as a spherical cap
+    (radius of curvature ~1.3 x the iris radius) on the eye's normal from the geometry."""
+    H, W = out.shape[:2]
+    for cx, cy, r in _iris_circles(perception):
+        x0, x1, y0, y1 = _eye_box(cx, cy, r, H, W)
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            continue
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        dx, dy = (xx + 0.5 - cx) / (1.3 * r), -(yy + 0.5 - cy) / (1.3 * r)
+        rr = dx * dx + dy * dy
+        inside = ((xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2) <= r * r
+        if not inside.any():
+            continue
+        axis = np.asarray(geometry.normals[min(H - 1, int(cy)), min(W - 1, int(cx))], np.float32)
+        axis = axis / max(float(np.linalg.norm(axis)), 1e-6)
+        nrm = np.stack([dx, dy, np.sqrt(np.maximum(1.0 - rr, 0.0))], axis=-1)
+        # tilt the cap by the eye's normal (a rotation taking +z to axis, small-angle form)
+        nrm = nrm + np.float32(0.8) * np.array([axis[0], axis[1], 0.0], np.float32)
+        nrm /= np.maximum(np.linalg.norm(nrm, axis=-1, keepdims=True), 1e-6)
+        refl, nz = _reflect(nrm)
+        rad = sample(target.sharp_map, refl, target.pan_deg)
+        fres = _fresnel(nz, opts.cornea_f0, 1.0)
+        edge = np.clip((r - np.sqrt((xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2)) / 1.0, 0.0, 1.0)
+        out[y0:y1, x0:x1] += (rad * (fres * edge * np.float32(specular))[..., None]).astype(np.float32)

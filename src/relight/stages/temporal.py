@@ -1,0 +1,487 @@
+"""Temporal stability: the per-frame estimates of a video, made steady over time.
+
+Every other stage looks at one frame. Run independently on each frame of a video, their
+estimates jitter (face-mesh landmarks move by a pixel or two, the segmentation breathes at the
+hair, the fitted source lighting and its absolute level wander), and the relit video flickers:
+shading swims across the face, the exposure pumps, the matte shimmers. This stage sits between
+them and keeps one shot's state (see :class:`TemporalStabilizer`):
+
+* **motion**: DIS optical flow (OpenCV) from each frame back to the previous one, on the
+  luminance at a longest side of at most 320 px (about 1 ms), with a per-pixel confidence from
+  the photometric error of the warp (occlusions and failures get none). Everything that is
+  carried from frame to frame is carried *along this flow*, so the smoothing follows the person
+  instead of lagging behind fast motion.
+* **landmarks**: a One-Euro filter (Casiez et al. 2012) per face-mesh landmark, between
+  perception and geometry: strong smoothing when the face is still, little when it moves (the
+  cutoff rises with the speed, measured in face widths per second). Faces are matched from frame
+  to frame by position; a face the tracker loses for a moment is held (moved with the flow) for
+  ``face_hold`` seconds instead of popping the shading to the no-face model and back.
+* **matte**: the previous (stabilised) matte, warped by the flow, is blended with the new one
+  where the flow is reliable (a motion-compensated recursive filter, at the flow's resolution;
+  the correction is upsampled and added to the full-resolution matte, so its edges keep
+  following the current frame's edges).
+* **shading**: the same motion-compensated blend for the geometry's working-resolution normals
+  (all the shading is a function of them and of the lighting), so the shading moves with the
+  person and is re-estimated only gradually.
+* **source lighting**: the fitted SH irradiance and its albedo scale averaged over a sliding
+  time window (triangular weights, ``source_window`` seconds; the scale geometrically), so the
+  exposure of the de-lit person does not pump. A finite window (not an exponential) means that
+  processing a video in chunks gives the same state as one pass once a window has gone by.
+* **presence**: the fraction of the frame covered by the matte, with hysteresis, decides
+  whether a person is there; the effect (the matte the compositor uses) fades in and out over
+  ``fade_time`` seconds instead of popping. With no person the frame passes through untouched
+  (the relighting work is skipped).
+* **scene cuts**: a colour-histogram change that the flow does not explain resets the state
+  (the next frames are processed as by a fresh pipeline; only the fade carries over).
+* **repeated frames**: a frame identical to the previous one reuses the previous estimates, so a
+  still image fed as a video gives identical frames.
+
+All filters are frame-rate aware (they use the frames' presentation times; a missing or
+non-increasing time counts as 1 / ``default_fps``) and deterministic.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import Deque, List, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from ..types import Geometry, SourceLighting
+
+
+@dataclass
+class TemporalOptions:
+    flow_size: int = 320  # longest side of the images the optical flow runs on
+    flow_preset: int = cv2.DISOPTICAL_FLOW_PRESET_FAST
+    flow_finest_scale: int = 1  # DIS pyramid level the flow is refined down to (0 = full flow resolution)
+    photo_tau: float = 0.06  # warp error (grey, 0..1, locally averaged) at which the flow confidence is 1/e
+    # landmarks: One-Euro filter
+    lm_min_cutoff: float = 1.0  # Hz, cutoff of a still face
+    lm_beta: float = 6.0  # cutoff increase in Hz per face width per second of landmark speed
+    lm_d_cutoff: float = 2.0  # Hz, cutoff of the speed estimate
+    face_hold: float = 0.3  # seconds a lost face is kept (moved with the flow)
+    face_match: float = 0.5  # a new face continues an old one if their centres are closer than this x face width
+    # motion-compensated recursive blends (weight of the warped previous estimate where the flow is reliable)
+    matte_tau: float = 0.3  # seconds: time constant of the matte's recursive blend, scaled down where the new matte
+    matte_tol: float = 0.3  # and the warped previous one differ by much more than this (a moving edge: no lag)
+    normals_tau: float = 0.6  # seconds: the same for the normals of the body (silhouette inflation) ...
+    face_normals_tau: float = 0.25  # ... and of the face (from the One-Euro-filtered face mesh); both are
+    # scaled down where the new normals differ from the warped ones by much more than
+    normals_prefilter: float = 0.7  # Gaussian sigma (working-resolution pixels) against aliasing of face-mesh edges
+    normals_tol: float = 45.0  # ... this many degrees (a real change, e.g. a head turning, is followed quickly)
+    # source lighting: sliding window
+    source_window: float = 0.6  # seconds
+    # presence of a person (matte coverage of the frame, with hysteresis) and the fade of the effect
+    presence_on: float = 0.004
+    presence_off: float = 0.002
+    fade_time: float = 0.2  # seconds
+    # scene cuts
+    cut_hist: float = 0.25  # Hellinger distance of the colour histograms above which a cut is considered ...
+    cut_photo: float = 0.05  # ... when the flow-warped previous frame also differs by this much (mean grey)
+    cut_hist_sure: float = 0.5  # above this distance: a cut whatever the flow says
+    max_gap: float = 2.0  # seconds: a longer gap between frame times (or time going back) resets the state
+    default_fps: float = 30.0
+
+
+def _keep(tau: float, dt: float) -> float:
+    """Weight of the previous state in a first-order recursive filter with time constant ``tau``
+    seconds, at time step ``dt``."""
+    return math.exp(-dt / tau) if tau > 0 else 0.0
+
+
+def _alpha(cutoff, dt: float):
+    """Smoothing factor of a first-order low-pass with ``cutoff`` Hz at time step ``dt``."""
+    tau = 1.0 / (2.0 * math.pi * np.asarray(cutoff, dtype=np.float64))
+    return 1.0 / (1.0 + tau / dt)
+
+
+class OneEuroFilter:
+    """The One-Euro filter (Casiez, Roussel & Vogel, CHI 2012) on arrays of values.
+
+    ``x_hat = x_hat_prev + a(fc) (x - x_hat_prev)`` with the cutoff ``fc = min_cutoff + beta
+    |dx/dt|`` (per row of the array: the speed of a point is the norm of its first two
+    coordinates' speed, divided by ``scale``), so slow jitter is removed and fast motion is
+    followed without lag. Written as increments, so a constant input gives a constant output
+    exactly."""
+
+    def __init__(self, min_cutoff: float = 1.0, beta: float = 0.0, d_cutoff: float = 1.0):
+        self.min_cutoff, self.beta, self.d_cutoff = float(min_cutoff), float(beta), float(d_cutoff)
+        self.x: Optional[np.ndarray] = None
+        self.dx: Optional[np.ndarray] = None
+
+    def __call__(self, x: np.ndarray, dt: float, scale: float = 1.0) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if self.x is None or self.x.shape != x.shape:
+            self.x, self.dx = x.copy(), np.zeros_like(x)
+            return x.copy()
+        dx = (x - self.x) / dt
+        self.dx = self.dx + _alpha(self.d_cutoff, dt) * (dx - self.dx)
+        speed = np.linalg.norm(self.dx[..., :2], axis=-1, keepdims=True) / max(scale, 1e-6)
+        a = _alpha(self.min_cutoff + self.beta * speed, dt)
+        self.x = self.x + a * (x - self.x)
+        return self.x.copy()
+
+
+@dataclass
+class _Track:
+    filt: OneEuroFilter
+    last: np.ndarray  # filtered landmarks (N, 3) float64
+    lost_for: float = 0.0  # seconds since the face was last seen
+
+
+def _face_width(lm: np.ndarray) -> float:
+    return float(max(np.ptp(lm[:, 0]), np.ptp(lm[:, 1]), 1.0))
+
+
+@dataclass
+class FrameMotion:
+    """What :meth:`TemporalStabilizer.begin` found out about a frame."""
+
+    dt: float
+    first: bool  # the first frame of a shot (start, or after a reset)
+    cut: bool  # a scene cut (or a time jump) reset the state before this frame
+    duplicate: bool  # identical to the previous frame
+    flow: Optional[np.ndarray] = None  # (h, w, 2) float32 at the flow resolution: frame -> previous frame
+    confidence: Optional[np.ndarray] = None  # (h, w) float32 in [0, 1]
+    hist_distance: float = 0.0
+    photo_error: float = 0.0
+
+
+class TemporalStabilizer:
+    """The temporal state of one video (see the module docstring). Call, per frame, in order:
+    :meth:`begin` (motion, cuts), then :meth:`faces`, :meth:`matte`, :meth:`presence`,
+    :meth:`geometry`, :meth:`source` on that frame's estimates (each optional)."""
+
+    def __init__(self, options: Optional[TemporalOptions] = None):
+        self.options = options or TemporalOptions()
+        self._dis = cv2.DISOpticalFlow_create(int(self.options.flow_preset))
+        self._dis.setFinestScale(int(self.options.flow_finest_scale))
+        self.weight = 0.0  # presence weight of the effect, 0..1
+        self._present = False
+        self._started = False
+        self.frames = 0
+        self.cuts = 0
+        self._rgb_prev: Optional[np.ndarray] = None
+        self._grey_prev: Optional[np.ndarray] = None
+        self._hist_prev: Optional[np.ndarray] = None
+        self._time_prev: Optional[float] = None
+        self.motion: Optional[FrameMotion] = None
+        self.dt = 1.0 / self.options.default_fps
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+    def reset(self) -> None:
+        """Forget everything estimated so far (a new shot). The presence weight is kept, so the
+        effect still fades instead of popping."""
+        self._tracks: List[_Track] = []
+        self._matte_small: Optional[np.ndarray] = None
+        self._normals: Optional[np.ndarray] = None
+        self._sources: Deque[Tuple[float, np.ndarray, float]] = deque()
+        self._time = 0.0  # shot time: sum of the frame steps since the reset
+        self._shot_frames = 0
+
+    # ------------------------------------------------------------------ per frame: motion
+    def begin(self, rgb8: np.ndarray, time: Optional[float] = None) -> FrameMotion:
+        """Register a new frame (uint8 RGB): frame step, repeated frame, scene cut, optical
+        flow. Resets the state on a cut."""
+        o = self.options
+        grey_full = cv2.cvtColor(np.ascontiguousarray(rgb8[..., :3]), cv2.COLOR_RGB2GRAY)
+        grey = _resize_longest(grey_full, o.flow_size)
+        hist = _colour_hist(rgb8)
+        t = None if time is None else float(time)
+        default_dt = 1.0 / o.default_fps
+        dt, cut, dup = default_dt, False, False
+        flow = conf = None
+        hdist = photo = 0.0
+        same_size = self._grey_prev is not None and self._grey_prev.shape == grey.shape and \
+            self._rgb_prev is not None and self._rgb_prev.shape == rgb8.shape
+        if self._time_prev is not None and t is not None:
+            step = t - self._time_prev
+            if step > 0 and math.isfinite(step):
+                dt = step
+            if not math.isfinite(step) or step < -1e-6 or step > o.max_gap:
+                cut = True
+        if not same_size:
+            cut = cut or self._grey_prev is not None
+        else:
+            dup = np.array_equal(grey, self._grey_prev) and np.array_equal(rgb8, self._rgb_prev)
+            if dup:  # nothing moved
+                flow = np.zeros(grey.shape + (2,), np.float32)
+                conf = np.ones(grey.shape, np.float32)
+            else:
+                hdist = _hellinger(hist, self._hist_prev)
+                if hdist > o.cut_hist_sure:
+                    cut = True
+                if not cut:
+                    flow = self._dis.calc(grey, self._grey_prev, None)
+                    warped = _warp(self._grey_prev, flow)
+                    err = cv2.absdiff(warped, grey).astype(np.float32) * np.float32(1.0 / 255.0)
+                    photo = float(err.mean())
+                    if hdist > o.cut_hist and photo > o.cut_photo:
+                        cut = True
+                        flow = None
+                    else:
+                        err = cv2.blur(err, (5, 5))
+                        conf = np.exp(-np.square(err * np.float32(1.0 / o.photo_tau)))
+                        conf *= _inside(flow)
+        if cut:
+            self.cuts += 1
+            self.reset()
+        first = self._shot_frames == 0
+        self.dt = dt
+        self._time += 0.0 if first else dt
+        self._shot_frames += 0 if dup else 1
+        self.frames += 1
+        self._grey_prev, self._hist_prev, self._time_prev = grey, hist, t if t is not None else self._time_prev
+        self._rgb_prev = rgb8 if rgb8.flags.writeable is False else rgb8.copy()
+        self.motion = FrameMotion(dt=dt, first=first, cut=cut, duplicate=dup and not cut, flow=flow, confidence=conf,
+                                  hist_distance=hdist, photo_error=photo)
+        return self.motion
+
+    def skip(self) -> None:
+        """This frame's shading was not estimated (no person): the carried normals are dropped,
+        so they are not blended into a later frame they no longer belong to."""
+        self._normals = None
+
+    # ------------------------------------------------------------------ landmarks
+    def faces(self, faces: List[np.ndarray], image_hw: Tuple[int, int]) -> List[np.ndarray]:
+        """One-Euro-filtered face landmarks (same layout as given), plus faces held for a moment
+        after the tracker lost them."""
+        o, m = self.options, self.motion
+        dt = m.dt if m is not None else 1.0 / o.default_fps
+        new = [np.asarray(f, dtype=np.float64) for f in faces]
+        used = [False] * len(self._tracks)
+        out: List[np.ndarray] = []
+        tracks: List[_Track] = []
+        for lm in new:
+            width = _face_width(lm)
+            centre = lm[:, :2].mean(0)
+            best, best_d = -1, o.face_match * width
+            for i, tr in enumerate(self._tracks):
+                if used[i] or tr.last.shape != lm.shape:
+                    continue
+                d = float(np.linalg.norm(tr.last[:, :2].mean(0) - centre))
+                if d < best_d:
+                    best, best_d = i, d
+            if best >= 0:
+                used[best] = True
+                tr = self._tracks[best]
+            else:
+                tr = _Track(OneEuroFilter(o.lm_min_cutoff, o.lm_beta, o.lm_d_cutoff), lm)
+            tr.last = tr.filt(lm, dt, width)
+            tr.lost_for = 0.0
+            tracks.append(tr)
+            out.append(tr.last.astype(np.float32))
+        for i, tr in enumerate(self._tracks):  # lost faces: hold a moment, moved with the image
+            if used[i]:
+                continue
+            tr.lost_for += dt
+            if tr.lost_for > o.face_hold:
+                continue
+            shift = self._face_shift(tr.last, image_hw)
+            if shift is not None:
+                tr.last = tr.last.copy()
+                tr.last[:, :2] += shift
+                tr.filt.x = tr.last.copy()
+            tracks.append(tr)
+            out.append(tr.last.astype(np.float32))
+        self._tracks = tracks
+        return out
+
+    def _face_shift(self, lm: np.ndarray, image_hw) -> Optional[np.ndarray]:
+        """The image motion (pixels, previous -> current) of a face's box: -median flow."""
+        m = self.motion
+        if m is None or m.flow is None:
+            return None
+        H, W = image_hw
+        h, w = m.flow.shape[:2]
+        sx, sy = w / float(W), h / float(H)
+        x0, x1 = int(np.floor(lm[:, 0].min() * sx)), int(np.ceil(lm[:, 0].max() * sx)) + 1
+        y0, y1 = int(np.floor(lm[:, 1].min() * sy)), int(np.ceil(lm[:, 1].max() * sy)) + 1
+        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+        if x1 <= x0 or y1 <= y0:
+            return None
+        f = m.flow[y0:y1, x0:x1].reshape(-1, 2)
+        return -np.median(f, axis=0) / np.array([sx, sy])
+
+    # ------------------------------------------------------------------ matte
+    def matte(self, matte: np.ndarray) -> np.ndarray:
+        """The matte blended with the previous frame's (warped along the flow) where the flow is
+        reliable, at the flow resolution; the low-frequency correction is added at full
+        resolution."""
+        o, m = self.options, self.motion
+        H, W = matte.shape
+        small = _resize_to(matte.astype(np.float32, copy=False), m.flow.shape[:2] if m is not None and m.flow is not None
+                           else _small_hw(H, W, o.flow_size))
+        prev = self._matte_small
+        if m is None or m.flow is None or prev is None or prev.shape != small.shape:
+            self._matte_small = small
+            return matte
+        warped = _warp(prev, m.flow)
+        diff = warped - small
+        k = np.float32(_keep(o.matte_tau, m.dt)) * m.confidence * np.exp(-np.square(diff * np.float32(1.0 / o.matte_tol)))
+        stab = small + k * diff
+        self._matte_small = stab
+        corr = stab - small
+        if (H, W) != corr.shape:
+            corr = cv2.resize(corr, (W, H), interpolation=cv2.INTER_LINEAR)
+        out = cv2.add(matte.astype(np.float32, copy=False), corr)
+        return np.clip(out, 0.0, 1.0, out=out)
+
+    # ------------------------------------------------------------------ presence
+    def presence(self, matte: np.ndarray) -> float:
+        """The weight (0..1) of the effect: 1 while a person is in the frame, fading in and out
+        over ``fade_time`` seconds. The first frame of a video starts at its target."""
+        o = self.options
+        small = self._matte_small if self._matte_small is not None else _resize_to(
+            matte.astype(np.float32, copy=False), _small_hw(*matte.shape, o.flow_size))
+        coverage = float((small > 0.5).mean())
+        if self._present:
+            self._present = coverage >= o.presence_off
+        else:
+            self._present = coverage >= o.presence_on
+        target = 1.0 if self._present else 0.0
+        if not self._started:
+            self.weight = target
+            self._started = True
+        else:
+            step = (self.motion.dt if self.motion is not None else 1.0 / o.default_fps) / max(o.fade_time, 1e-6)
+            self.weight = min(target, self.weight + step) if target > self.weight else max(target, self.weight - step)
+        return self.weight
+
+    # ------------------------------------------------------------------ shading
+    def geometry(self, geometry: Geometry) -> Geometry:
+        """The working-resolution normals blended with the previous frame's, warped along the
+        flow, where it is reliable (the full-resolution normals are re-derived from them)."""
+        o, m = self.options, self.motion
+        n = geometry.work_normals
+        if n is None:
+            return geometry
+        h, w = n.shape[:2]
+        H, W = geometry.normals.shape[:2]
+        if o.normals_prefilter > 0:
+            # the working-resolution normals have pixel steps at the face mesh's occluding edges
+            # (nose, lips); upsampled to the frame they are staircases that jump a whole working
+            # pixel as the face moves: a light anti-aliasing blur makes them move smoothly
+            n = cv2.GaussianBlur(n.astype(np.float32, copy=False), (0, 0), o.normals_prefilter)
+            n /= np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-6)
+        prev = self._normals
+        if m is None or m.flow is None or prev is None or prev.shape != n.shape:
+            self._normals = n.astype(np.float32, copy=True)
+            if o.normals_prefilter <= 0:
+                return geometry
+            full = n if (H, W) == (h, w) else cv2.resize(n, (W, H), interpolation=cv2.INTER_LINEAR)
+            return replace(geometry, normals=full, work_normals=self._normals)
+        flow = _resize_flow(m.flow, h, w)
+        conf = _resize_to(m.confidence, (h, w))
+        warped = _warp(prev, flow)
+        # adaptive: small differences (estimation jitter) are smoothed hard, large ones (the
+        # surface really turned) pass quickly; 1 - cos(angle) ~ angle^2 / 2
+        cos = np.einsum("hwc,hwc->hw", warped, n)
+        tol = 1.0 - math.cos(math.radians(o.normals_tol))
+        keep = np.float32(_keep(o.normals_tau, m.dt))
+        keep_face = np.float32(_keep(o.face_normals_tau, m.dt))
+        if keep_face != keep:
+            face = _resize_to(geometry.face_mask.astype(np.float32, copy=False), (h, w))
+            keep = keep + (keep_face - keep) * face
+        k = keep * conf * np.exp(-np.maximum(1.0 - cos, 0.0) / np.float32(tol))
+        blended = n + k[..., None] * (warped - n)
+        blended /= np.maximum(np.linalg.norm(blended, axis=-1, keepdims=True), 1e-6)
+        blended = blended.astype(np.float32)
+        self._normals = blended
+        full = blended if (H, W) == (h, w) else cv2.resize(blended, (W, H), interpolation=cv2.INTER_LINEAR)
+        return replace(geometry, normals=full, work_normals=blended)
+
+    # ------------------------------------------------------------------ source lighting
+    def source(self, source: SourceLighting) -> SourceLighting:
+        """The source lighting averaged over the last ``source_window`` seconds (triangular
+        weights). What the render divides the input by is ``E_src(n) / albedo_scale``, and the
+        fit's absolute level and its albedo scale move together from frame to frame, so the
+        average is taken of ``sh / albedo_scale`` (and of log ``albedo_scale``)."""
+        o = self.options
+        now = self._time
+        scale = max(float(source.albedo_scale), 1e-12)
+        self._sources.append((now, np.asarray(source.sh, np.float64) / scale, math.log(scale)))
+        while self._sources and now - self._sources[0][0] >= o.source_window:
+            self._sources.popleft()
+        wsum, sh, ls = 0.0, 0.0, 0.0
+        for t, s, l in self._sources:
+            wgt = 1.0 - (now - t) / o.source_window
+            wsum += wgt
+            sh = sh + wgt * s
+            ls += wgt * l
+        scale = math.exp(ls / wsum)
+        return SourceLighting(sh=(sh / wsum * scale).astype(np.float32), albedo_scale=float(scale))
+
+
+# ----------------------------------------------------------------------------- helpers
+def _small_hw(H: int, W: int, longest: int) -> Tuple[int, int]:
+    s = min(1.0, longest / float(max(H, W)))
+    return max(1, int(round(H * s))), max(1, int(round(W * s)))
+
+
+def _resize_longest(img: np.ndarray, longest: int) -> np.ndarray:
+    h, w = _small_hw(img.shape[0], img.shape[1], longest)
+    return _resize_to(img, (h, w))
+
+
+def _resize_to(img: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
+    h, w = hw
+    if img.shape[:2] == (h, w):
+        return img
+    interp = cv2.INTER_AREA if img.shape[0] > h else cv2.INTER_LINEAR
+    return cv2.resize(img, (w, h), interpolation=interp)
+
+
+def _resize_flow(flow: np.ndarray, h: int, w: int) -> np.ndarray:
+    fh, fw = flow.shape[:2]
+    if (fh, fw) == (h, w):
+        return flow
+    out = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR)
+    out[..., 0] *= w / float(fw)
+    out[..., 1] *= h / float(fh)
+    return out
+
+
+_GRIDS: dict = {}
+
+
+def _grid(h: int, w: int):
+    g = _GRIDS.get((h, w))
+    if g is None:
+        gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        g = _GRIDS[(h, w)] = (gx, gy)
+        if len(_GRIDS) > 16:
+            _GRIDS.pop(next(iter(_GRIDS)))
+    return g
+
+
+def _warp(img: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """``img`` (the previous frame's) pulled onto the current frame: out(x) = img(x + flow(x))."""
+    h, w = flow.shape[:2]
+    gx, gy = _grid(h, w)
+    return cv2.remap(img, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _inside(flow: np.ndarray) -> np.ndarray:
+    """1 where the flow's source lies inside the previous frame, else 0 (float32)."""
+    h, w = flow.shape[:2]
+    gx, gy = _grid(h, w)
+    sx, sy = gx + flow[..., 0], gy + flow[..., 1]
+    return ((sx >= 0) & (sy >= 0) & (sx <= w - 1) & (sy <= h - 1)).astype(np.float32)
+
+
+def _colour_hist(rgb8: np.ndarray, bins: int = 8) -> np.ndarray:
+    """Normalised RGB histogram (bins^3) of a 64 px thumbnail."""
+    small = _resize_longest(np.ascontiguousarray(rgb8[..., :3]), 64)
+    q = (small.astype(np.int32) * bins) >> 8
+    idx = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
+    h = np.bincount(idx.ravel(), minlength=bins ** 3).astype(np.float64)
+    return h / max(h.sum(), 1.0)
+
+
+def _hellinger(p: np.ndarray, q: np.ndarray) -> float:
+    return float(math.sqrt(max(0.0, 1.0 - float(np.sqrt(p * q).sum()))))

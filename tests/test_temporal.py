@@ -1,0 +1,315 @@
+"""Temporal stability of video relighting (issue 4): the temporal stage, the Relighter's per-frame
+state, and ``relight eval-video``. Inputs are made here from the packaged portrait."""
+from __future__ import annotations
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from relight import RelightSettings, Relighter
+from relight.demo import demo_frames, load_portrait
+from relight.evaluate_video import StabilityMeter, cmd_eval_video, format_table, main_eval_video
+from relight.stages.temporal import OneEuroFilter, TemporalOptions, TemporalStabilizer
+
+W, H = 256, 144
+FPS = 30.0
+
+
+@pytest.fixture(scope="module")
+def clip_a():
+    """A slow camera move over the portrait (person present), 256x144."""
+    return list(demo_frames(30, W, H))
+
+
+@pytest.fixture(scope="module")
+def clip_b():
+    """Another shot: the portrait mirrored, with red and blue swapped (a very different colour
+    histogram), and a slow camera move."""
+    img = load_portrait()[:, ::-1, ::-1].copy()
+    return list(demo_frames(30, W, H, image=img))
+
+
+def _run(frames, settings=RelightSettings(hdri="sunset"), t0=0, fps=FPS, **kw):
+    with Relighter(settings, **kw) as r:
+        outs = [r.process(f, time=(t0 + i) / fps) for i, f in enumerate(frames)]
+        return outs, r
+
+
+def _mad(a, b) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+# ----------------------------------------------------------------------------- filters
+def test_one_euro_constant_input_gives_constant_output():
+    f = OneEuroFilter(min_cutoff=1.0, beta=5.0)
+    x = np.array([[10.0, 20.0, 3.0], [1.5, 2.5, 0.0]])
+    outs = [f(x, 1 / 30, 10.0) for _ in range(5)]
+    for o in outs:
+        assert np.array_equal(o, x)
+
+
+def test_one_euro_smooths_jitter_and_follows_motion():
+    rng = np.random.default_rng(0)
+    slow, fast = OneEuroFilter(1.0, 6.0, 2.0), OneEuroFilter(1.0, 6.0, 2.0)
+    n = 90
+    noise = rng.normal(0, 1.0, (n, 1, 2))
+    still = [slow(np.array([[100.0, 100.0]]) + noise[i], 1 / 30, 100.0) for i in range(n)]
+    assert np.std(np.array(still)[30:, 0, 0]) < 0.5 * np.std(noise[30:, 0, 0])  # jitter removed
+    # a face moving at 2 face widths per second: the lag stays well under a tenth of the motion per second
+    moving = [fast(np.array([[200.0 * i / 30, 0.0]]) + noise[i], 1 / 30, 100.0) for i in range(n)]
+    lag = 200.0 * (n - 1) / 30 - moving[-1][0, 0]
+    assert abs(lag) < 20.0
+
+
+def test_cut_detector_and_flow(clip_a, clip_b):
+    ts = TemporalStabilizer()
+    m = ts.begin(clip_a[0], 0.0)
+    assert m.first and not m.cut and m.flow is None
+    m = ts.begin(clip_a[1], 1 / 30)
+    assert not m.cut and m.flow is not None and m.confidence.mean() > 0.8
+    assert m.dt == pytest.approx(1 / 30)
+    m = ts.begin(clip_b[2], 2 / 30)
+    assert m.cut and m.first and ts.cuts == 1
+    m = ts.begin(clip_b[3], 3 / 30)
+    assert not m.cut and not m.first
+    m = ts.begin(clip_b[3], 4 / 30)
+    assert m.duplicate
+    m = ts.begin(clip_b[4], 0.0)  # time going back: a new clip
+    assert m.cut
+
+
+def _textured_disc_frames(n, step=3.0, size=(120, 160)):
+    """A textured disc moving right by ``step`` px per frame over a textured background, and
+    its exact matte."""
+    rng = np.random.default_rng(5)
+    h, w = size
+    bg = cv2.GaussianBlur(rng.integers(0, 256, (h, w + 200), dtype=np.uint8), (0, 0), 2)
+    fg = cv2.GaussianBlur(rng.integers(0, 256, (h, w + 200), dtype=np.uint8), (0, 0), 1.5)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    frames, mattes = [], []
+    for i in range(n):
+        cx = 50 + step * i
+        m = np.clip(30.5 - np.hypot(xx - cx, yy - h / 2), 0, 1).astype(np.float32)
+        ox = int(round(step * i))
+        img = (fg[:, 200 - ox:200 - ox + w] * m + bg[:, :w] * (1 - m)).astype(np.uint8)
+        frames.append(np.repeat(img[..., None], 3, axis=2))
+        mattes.append(m)
+    return frames, mattes
+
+
+@pytest.mark.parametrize("step", [0.0, 3.0])
+def test_matte_smoothing_removes_flicker_without_lag(step):
+    """A still matte that flickers is steadied; a moving one is followed without lag."""
+    frames, mattes = _textured_disc_frames(16, step=step)
+    rng = np.random.default_rng(6)
+    ts = TemporalStabilizer()
+    outs, noisy = [], []
+    for i, (f, m) in enumerate(zip(frames, mattes)):
+        ts.begin(f, i / FPS)
+        noisy.append(np.clip(m + cv2.GaussianBlur(rng.normal(0, 0.3, m.shape).astype(np.float32), (0, 0), 3), 0, 1))
+        outs.append(ts.matte(noisy[-1]))
+        if i >= 4:  # no lag: the stabilised matte sits where the disc is now (< 1/3 of a frame's motion)
+            xs = np.nonzero(outs[-1] > 0.5)[1]
+            assert abs(xs.mean() - np.nonzero(m > 0.5)[1].mean()) < 1.0
+    if step == 0.0:
+        assert np.std(outs[6:], axis=0).mean() < 0.6 * np.std(noisy[6:], axis=0).mean()
+
+
+def test_lost_face_is_held_briefly_and_moved_with_the_image():
+    frames, _ = _textured_disc_frames(20)
+    ts = TemporalStabilizer()
+    face = np.zeros((478, 3), np.float64)  # a "face" on the disc (centre x = 50 + 3 i, y = 60)
+    face[:, 0] = np.linspace(35, 65, 478)
+    face[:, 1] = np.linspace(45, 75, 478)
+    for i in range(5):
+        ts.begin(frames[i], i / FPS)
+        out = ts.faces([face + (3.0 * i, 0, 0)], frames[i].shape[:2])
+        assert len(out) == 1
+    held = []
+    for i in range(5, 20):
+        ts.begin(frames[i], i / FPS)
+        held.append(ts.faces([], frames[i].shape[:2]))
+    n_held = sum(1 for h in held if h)
+    assert abs(n_held - TemporalOptions().face_hold * FPS) <= 1  # about face_hold seconds
+    assert all(not h for h in held[n_held:])
+    # moved along with the disc (3 px per frame) while held
+    x0 = out[0][:, 0].mean()
+    assert held[2][0][:, 0].mean() - x0 == pytest.approx(9.0, abs=1.5)
+
+
+# ----------------------------------------------------------------------------- the Relighter
+def test_static_image_as_video_gives_identical_frames(portrait_rgb):
+    outs, r = _run([portrait_rgb] * 6)
+    for o in outs[1:]:
+        assert np.array_equal(o, outs[0])
+    assert r.temporal.weight == 1.0
+
+
+def test_noisy_static_video_stays_steady(portrait_rgb):
+    """A still subject filmed by a camera with sensor noise: the relit frames change no more
+    from frame to frame than the input frames do."""
+    rng = np.random.default_rng(1)
+    frames = [np.clip(portrait_rgb.astype(np.int16) + rng.integers(-2, 3, portrait_rgb.shape), 0, 255).astype(np.uint8)
+              for _ in range(14)]
+    outs, _ = _run(frames)
+    d_in = np.mean([_mad(frames[i], frames[i - 1]) for i in range(6, 14)])
+    d_out = np.mean([_mad(outs[i], outs[i - 1]) for i in range(6, 14)])
+    assert d_out <= 1.1 * d_in
+
+
+def test_deterministic(clip_a):
+    a, _ = _run(clip_a[:12])
+    b, _ = _run(clip_a[:12])
+    for x, y in zip(a, b):
+        assert np.array_equal(x, y)
+
+
+def test_chunked_processing_matches_one_pass(clip_a):
+    """Relighting frames k..N with a fresh Relighter gives the same frames as one pass over 0..N,
+    after a short warm-up."""
+    k, warm = 10, 15  # the smoothing time constants are 0.25 s (face) to 0.6 s (body): 0.5 s of warm-up
+    whole, _ = _run(clip_a)
+    part, _ = _run(clip_a[k:], t0=k)
+    for i in range(k + warm, len(clip_a)):
+        d = np.abs(whole[i].astype(np.int16) - part[i - k].astype(np.int16))
+        assert d.mean() < 0.25, (i, d.mean())
+        assert np.percentile(d, 99.9) <= 3, (i, np.percentile(d, 99.9))
+
+
+def test_scene_cut_resets_state(clip_a, clip_b):
+    """After an abrupt cut the frames are what a fresh Relighter gives (after its warm-up)."""
+    cut_at, warm = 12, 8
+    frames = clip_a[:cut_at] + clip_b[cut_at:]
+    outs, r = _run(frames)
+    assert r.temporal.cuts == 1
+    fresh, _ = _run(clip_b[cut_at:], t0=cut_at)
+    for i in range(cut_at + warm, len(frames)):
+        assert _mad(outs[i], fresh[i - cut_at]) < 0.25, i
+    # right after the cut the old shot's state is gone already (no smear of shot A into shot B)
+    assert _mad(outs[cut_at], fresh[0]) < 1.0
+
+
+def test_no_person_passes_through_and_fades(clip_a):
+    """Frames with no person (blank, noise) pass through untouched; the effect fades in and out
+    instead of popping; nothing is NaN."""
+    rng = np.random.default_rng(2)
+    blank = np.full((H, W, 3), 118, np.uint8)
+    noise = [rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for _ in range(5)]
+    frames = clip_a[:8] + [blank] * 3 + noise + clip_a[8:24]
+    s = RelightSettings(hdri="sunset", background="source")
+    with Relighter(s) as r:
+        outs, weights = [], []
+        for i, f in enumerate(frames):
+            outs.append(r.process(f, time=i / FPS))
+            weights.append(r.temporal.weight)
+    for o in outs:
+        assert np.isfinite(o.astype(np.float32)).all()
+    for i in range(8, 16):  # blank and noise frames: the input, untouched
+        assert np.array_equal(outs[i], frames[i]), i
+    assert weights[:8] == [1.0] * 8
+    back = weights[16:]
+    assert back[0] < 0.5  # the person is back: the effect fades in ...
+    assert all(b2 >= b1 for b1, b2 in zip(back, back[1:]))
+    assert back[-1] == 1.0
+    steps = np.diff([0.0] + back)
+    assert steps.max() <= 1.0 / (0.2 * FPS) + 1e-6  # ... over fade_time (0.2 s), no pop
+    effect = [_mad(outs[i], frames[i]) for i in range(16, len(frames))]
+    full = effect[-1]
+    assert effect[0] < 0.5 * full
+    assert np.abs(np.diff(effect)).max() < 0.4 * full
+
+
+def test_blank_video_shows_the_background_colour():
+    blank = np.full((H, W, 3), 90, np.uint8)
+    outs, _ = _run([blank, blank.copy() + 1, blank], RelightSettings(hdri="sunset", background="#204060"))
+    for o in outs:
+        assert (o == np.array([0x20, 0x40, 0x60], np.uint8)).all()
+
+
+def test_autorotate_follows_frame_time(portrait_rgb):
+    s = RelightSettings(hdri="sunset", autorotate=30.0, pan=10.0)
+    with Relighter(s) as r:
+        assert r.pan_at(0.0) == pytest.approx(10.0)
+        assert r.pan_at(1.5) == pytest.approx(55.0)
+    # the same moment of the rotation gives the same frame at any frame rate
+    a, _ = _run([portrait_rgb] * 7, s, fps=30.0)  # frame 6 at t = 0.2 s
+    b, _ = _run([portrait_rgb] * 11, s, fps=50.0)  # frame 10 at t = 0.2 s
+    assert np.array_equal(a[6], b[10])
+    # a still subject under a rotating light: the frame changes smoothly (no jumps)
+    d = [_mad(a[i], a[i - 1]) for i in range(1, 7)]
+    assert max(d) > 0
+    assert max(d) < 2.5 * max(min(d), 0.05)
+
+
+def test_temporal_off_for_single_images(portrait_rgb):
+    with Relighter(RelightSettings(hdri="sunset"), video=False) as r:
+        assert r.temporal is None
+        a = r.process(portrait_rgb)
+        b = r.process(portrait_rgb)
+    assert np.array_equal(a, b)
+
+
+def test_reset_forgets_the_shot(clip_a, clip_b):
+    """reset() between unrelated clips: the next clip comes out as from a fresh Relighter, even
+    with times starting again (no cut detection needed)."""
+    with Relighter(RelightSettings(hdri="sunset")) as r:
+        for i, f in enumerate(clip_a[:5]):
+            r.process(f, time=i / FPS)
+        r.reset()
+        again = [r.process(f, time=i / FPS) for i, f in enumerate(clip_b[:3])]
+    fresh, _ = _run(clip_b[:3])
+    for a, b in zip(again, fresh):
+        assert _mad(a, b) < 0.25
+
+
+# ----------------------------------------------------------------------------- eval-video
+def test_stability_meter_identity_and_flicker(clip_a):
+    lin = [(f.astype(np.float32) / 255.0) ** 2.2 for f in clip_a[:12]]
+    rng = np.random.default_rng(3)
+    with StabilityMeter() as same, StabilityMeter() as flicker:
+        for f, l in zip(clip_a[:12], lin):
+            same.add(f, f)
+            g = 1.0 + 0.05 * rng.standard_normal()
+            flicker.add(f, np.clip(255.0 * (l * g) ** (1 / 2.2) + 0.5, 0, 255).astype(np.uint8))
+        a, b = same.result(), flicker.result()
+    assert a["pairs"] == 11 and a["face_frames"] == 12
+    assert a["warp_error_ratio"] == pytest.approx(1.0)
+    assert a["detail_ssim"] == pytest.approx(1.0)
+    assert b["warp_error_ratio"] > 1.1
+    assert b["output"]["pumping_pct"] > 2 * b["input"]["pumping_pct"]
+    assert "warp error" in format_table(b)
+
+
+def test_eval_video_command(demo_clip, tmp_path, capsys):
+    import argparse
+
+    args = argparse.Namespace(input=demo_clip, output=demo_clip, max_frames=8, start=0, flow_size=320,
+                              json=True, quiet=True, debug=False, hdri=None, pan=0.0, autorotate=0.0)
+    assert cmd_eval_video(args) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["frames"] == 8 and res["warp_error_ratio"] == pytest.approx(1.0)
+    assert main_eval_video([demo_clip, demo_clip, "--max-frames", "4", "--quiet"]) == 0
+    assert "warp-error ratio" in capsys.readouterr().out
+    assert main_eval_video([demo_clip, str(tmp_path / "missing.mp4"), "--quiet"]) == 3
+    assert main_eval_video([demo_clip, demo_clip, "--max-frames", "1"]) == 2
+    assert main_eval_video([demo_clip, demo_clip, "--hdri", "night"]) == 2  # relight options need no OUTPUT
+    # without OUTPUT: INPUT is relit in memory and measured before encoding
+    assert main_eval_video([demo_clip, "--hdri", "sunset", "--autorotate", "30", "--max-frames", "6", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["frames"] == 6 and res["pairs"] == 5 and res["relight_fps"] > 0
+    assert 0.5 < res["warp_error_ratio"] < 2.0 and 0.3 < res["detail_ssim"] <= 1.0
+
+
+def test_eval_video_parser_wiring():
+    import argparse
+
+    from relight.evaluate_video import add_eval_video_parser
+
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="command")
+    add_eval_video_parser(sub)
+    args = p.parse_args(["eval-video", "in.mp4", "out.mp4", "--json"])
+    assert args.handler is cmd_eval_video and args.json and args.input == "in.mp4"
