@@ -133,10 +133,12 @@ def test_source_estimate_recovers_light_direction(light_u):
     img, per, geo, n, matte = sphere_scene(hdri, albedo=(0.6, 0.45, 0.35))
     true_dir = uv_to_direction(light_u, 0.35)
     # with the natural-light priors (tuned for faces: shrunk, and towards light from above)
-    # the direction is still about right ...
+    # the direction is still roughly right, and pulled up, never down ...
     src = estimate_source_lighting(img, per, geo)
     assert isinstance(src, SourceLighting) and src.sh.shape == (9, 3)
-    assert angle_deg(dominant_direction(src.sh), true_dir) < 25.0
+    est = dominant_direction(src.sh)
+    assert angle_deg(est, true_dir) < 30.0
+    assert est[1] >= true_dir[1] - 0.05
     # ... and with them off, exact
     src = estimate_source_lighting(img, per, geo, PLAIN_FIT)
     assert angle_deg(dominant_direction(src.sh), true_dir) < 8.0

@@ -55,6 +55,11 @@ Normals check (with ``relight``): the mean angle between this package's estimate
 :func:`~relight.stages.geometry.estimate_geometry`, ground-truth matte) and ``normal.exr`` over
 the scored pixels, and over the scored pixels where the geometry's ``face_mask > 0.5``.
 
+Video contact sheet (``relight eval --video-sheet CLIP... --out DIR``, or :func:`video_sheet`):
+frames of real footage relit by the whole pipeline to ``--sheet-hdris`` at ``--sheet-pans`` over
+the HDRI background, with the input and its matte outline, in ``DIR/video_sheet.png``: for
+looking at the light's side, the shadows moving with the pan, skin colour and matte edges.
+
 Outputs in ``out_dir``: ``eval.json`` (every per-pair figure, means, per-HDRI means, timings),
 ``table.txt`` (the printed table) and ``contact_sheet.png`` (rows of input | output | ground
 truth | error for a few pairs and every method; input and output are scaled by their

@@ -84,11 +84,19 @@ def decontaminate(image_linear: np.ndarray, matte: np.ndarray, work_size: int = 
     flat = image_linear.reshape(-1, 3)
     px = flat[idx]
     a = m32.ravel()[idx][:, None]
-    fg = np.clip((px - (1.0 - a) * bg) / np.maximum(a, 0.05), 0.0, None)
-    # trust the solved colour where the person dominates, the smooth colour where it is faint
-    t = np.clip((a - 0.2) / 0.6, 0.0, 1.0)
+    # The exact per-channel solve F = (I - (1 - a) B) / a amplifies every error of B and of a by
+    # 1 / a, and at a dark-hair / bright-wall edge that makes coloured fringes (a dark channel
+    # goes to 0). So F keeps the colour of the nearby person, F_smooth, and only its brightness
+    # is solved for: F = s F_smooth, s = <F_smooth, I - (1 - a) B> / (a |F_smooth|^2), within
+    # [1/4, 4]; the exact solve takes over only where the person nearly covers the pixel.
+    rest = px - (1.0 - a) * bg
+    ff = np.maximum(fg_smooth, 1e-6)
+    scale = np.einsum("nc,nc->n", ff, rest)[:, None] / np.maximum(a * np.einsum("nc,nc->n", ff, ff)[:, None], 1e-12)
+    shaped = ff * np.clip(scale, 0.25, 4.0)
+    exact = np.clip(rest / np.maximum(a, 0.05), 0.0, None)
+    w_exact = np.clip((a - 0.7) / 0.25, 0.0, 1.0)
     out = image_linear.copy()
-    out.reshape(-1, 3)[idx] = t * fg + (1.0 - t) * fg_smooth
+    out.reshape(-1, 3)[idx] = w_exact * exact + (1.0 - w_exact) * shaped
     return out
 
 

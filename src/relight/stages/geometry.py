@@ -10,7 +10,8 @@ Two sources, blended with a feathered face mask:
   do not count as silhouette (the person continues outside the frame), and neither do the lower
   edges of the silhouette (a person's lower outline is almost always where something in front
   of them, a desk, the frame or the crop, hides the body, not where the body turns away: a
-  floating head is a cropped bust). Around the face the body normals lean
+  floating head is a cropped bust). The inflated height saturates at about 0.8 face widths
+  (``body_depth``): a torso is flat in front, not a cylinder. Around the face the body normals lean
   towards the face edge's (a "halo"), so temples, ears and hair line continue the face's curve.
 
 A depth map comes with the normals (working resolution, working-pixel units, larger = nearer the
@@ -46,6 +47,7 @@ class GeometryOptions:
     face_halo: float = 0.3  # around the face, body normals lean towards the face edge's, over this x face size
     open_bottom: bool = True  # lower silhouette edges are occlusion boundaries (the body continues below)
     smooth: float = 0.8  # Gaussian sigma (working pixels) of a final anti-aliasing blur of the normals (0 = none)
+    body_depth: float = 0.8  # the inflated height saturates (softly) at this x the face width (0 = no limit)
     with_depth: bool = True  # also compute Geometry.work_depth (for cast shadows)
 
 
@@ -85,7 +87,12 @@ def _lowres(perception: Perception, height: int, width: int, options: Optional[G
     h, w, s = work_shape(height, width, opts.work_size)
     matte = cv2.resize(perception.matte.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
 
-    body, height_map = inflate_silhouette(matte, opts, return_height=True)
+    max_height = None
+    if perception.face_landmarks and opts.body_depth > 0:
+        # a body is not much deeper than a head: a wide torso is flat in front, not a cylinder
+        fw = max(float(np.ptp(np.asarray(f)[:, 0])) for f in perception.face_landmarks) * s
+        max_height = opts.body_depth * fw
+    body, height_map = inflate_silhouette(matte, opts, return_height=True, max_height=max_height)
 
     face_n = np.zeros((h, w, 3), np.float32)
     face_w = np.zeros((h, w), np.float32)
@@ -124,9 +131,12 @@ def _join_depth(body: np.ndarray, face_z: np.ndarray, cov: np.ndarray, face_w: n
 
 
 # ----------------------------------------------------------------------------- silhouette inflation
-def inflate_silhouette(matte: np.ndarray, opts: Optional[GeometryOptions] = None, return_height: bool = False):
+def inflate_silhouette(matte: np.ndarray, opts: Optional[GeometryOptions] = None, return_height: bool = False,
+                       max_height: Optional[float] = None):
     """Normals (h, w, 3) of an inflated silhouette (and, with ``return_height``, the height
-    (h, w) in pixels of the matte's resolution, 0 outside).
+    (h, w) in pixels of the matte's resolution, 0 outside). ``max_height`` (pixels of the
+    matte's resolution): the height saturates softly there, h' = M tanh(h / M), so blobs much
+    wider than that (a torso) get a flat front and turn only near their outline.
 
     The height is z = depth * sqrt(4 u) where u solves the Poisson equation lap(u) = -1 inside
     the silhouette with u = 0 on it (and no flux through the image borders): for a disc of
@@ -149,6 +159,10 @@ def inflate_silhouette(matte: np.ndarray, opts: Optional[GeometryOptions] = None
     root = np.sqrt(np.maximum(u, 1e-6))
     gy, gx = np.gradient(u)
     k = opts.inflation_depth / root  # d(depth sqrt(4u)) = depth du / sqrt(u)
+    if max_height is not None and max_height > 0:
+        m_inf = float(max_height) * (w / float(W))  # in inflation pixels
+        z = 2.0 * opts.inflation_depth * root
+        k = k * (1.0 - np.tanh(z / m_inf) ** 2)  # d(M tanh(z / M)) = (1 - tanh^2) dz
     n = np.stack([-k * gx, k * gy, np.ones_like(u)], axis=-1)  # image rows go down, camera y up
     n = _normalize(n)
     # outside: copy the nearest inside normal (the rim's), so soft matte edges are shaded as rim
@@ -159,6 +173,9 @@ def inflate_silhouette(matte: np.ndarray, opts: Optional[GeometryOptions] = None
     if not return_height:
         return n.astype(np.float32)
     z = (opts.inflation_depth * 2.0) * root * inside  # depth * sqrt(4 u), inflation pixels
+    if max_height is not None and max_height > 0:
+        m_inf = float(max_height) * (w / float(W))
+        z = m_inf * np.tanh(z / m_inf)
     if (h, w) != (H, W):
         z = cv2.resize(z.astype(np.float32), (W, H), interpolation=cv2.INTER_LINEAR) * np.float32(W / float(w))
     return n.astype(np.float32), z.astype(np.float32)

@@ -52,7 +52,7 @@ class LightingOptions:
     ridge_band1: float = 0.1  # ridge on the band-1 coefficients, relative to the data energy
     ridge_band2: float = 0.5
     prior_up: float = 0.3  # the band-1 "up" coefficient is shrunk towards this x the constant one (light from above)
-    ridge_colour: float = 0.5  # ridge pulling each channel's shape towards the luminance shape
+    ridge_colour: float = 10.0  # ridge pulling each channel's shape towards the luminance shape (colour that changes with direction needs strong evidence: no coloured rims)
     floor: float = 0.2  # min irradiance over the visible hemisphere, fraction of its mean
     dark_level: float = 0.003  # ignore pixels darker than this (linear luminance) ...
     dark_fraction: float = 0.04  # ... or darker than this fraction of the 90th percentile

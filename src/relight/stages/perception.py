@@ -10,7 +10,10 @@ hair, half transparent) or leaves islands in the background. Two checks at the m
 resolution fix most of it: colour (a person / background colour histogram from the confident
 pixels of the frame itself re-weighs the uncertain ones: background-coloured patches lose,
 hair-coloured ones stay) and connectivity (blobs that are small next to the largest one and hold
-no face are dropped, with their soft edges).
+no face are dropped, with their soft edges), plus reach (wide half-sure plateaus away from the
+confident person fade) and a head prior (above the eyes, the head is a half ellipse around the
+face). After the guided filter, alpha below ``alpha_floor`` is cut (a faint haze of the old
+background on textured walls).
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ class PerceptionOptions:
     temporal: float = 0.35  # video: weight of the previous low-res matte (0 = none)
     colour_refine: float = 0.6  # weight of the colour evidence on the coarse matte (0 = off)
     soft_reach: float = 0.012  # uncertain matte farther than ~this x the longest side from confident person fades out (0 = off)
+    alpha_floor: float = 0.05  # full-resolution alpha below this is background (rescaled above it)
     head_width: float = 0.75  # above the eyes, uncertain matte beyond this x the face width from its centre line fades out (0 = off)
     min_blob: float = 0.03  # blobs smaller than this x the largest one (and with no face) are dropped (0 = off)
 
@@ -273,7 +277,14 @@ class Perceiver:
                                         opts.head_width)
         # sharpen the soft model output a little before the guided filter restores real edges
         coarse = np.clip((coarse - 0.5) * 1.6 + 0.5, 0.0, 1.0)
-        return refine_matte(rgb8, coarse, None, opts.guided_radius, opts.guided_eps, opts.guide_size)
+        matte = refine_matte(rgb8, coarse, None, opts.guided_radius, opts.guided_eps, opts.guide_size)
+        if opts.alpha_floor > 0:
+            # the guided filter leaves faint alpha on textured background next to the person:
+            # relit, it shows as a haze of the old background; a small floor removes it
+            f = float(opts.alpha_floor)
+            matte = cv2.addWeighted(matte, 1.0 / (1.0 - f), matte, 0.0, -f / (1.0 - f))
+            np.clip(matte, 0.0, 1.0, out=matte)
+        return matte
 
     def reset(self) -> None:
         """Forget the temporal state (call between unrelated clips)."""

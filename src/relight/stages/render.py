@@ -72,7 +72,7 @@ class RenderOptions:
     # specular weight per material, relative to a physically plain reflection of the map
     skin_weight: float = 1.0
     lips_weight: float = 1.6
-    hair_weight: float = 0.7  # a broad lobe stands in for hair's narrow, anisotropic highlight band: kept weak
+    hair_weight: float = 1.0
     other_weight: float = 0.35  # clothes, neck, arms, long hair: rough (their own sheen is in the input already)
     albedo_max: float = 1.0
     source_floor: float = 0.2  # min source irradiance, fraction of its sphere average (bounds the de-lighting gain)
