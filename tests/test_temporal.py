@@ -229,6 +229,17 @@ def test_blank_video_shows_the_background_colour():
         assert (o == np.array([0x20, 0x40, 0x60], np.uint8)).all()
 
 
+def test_external_matte_is_taken_as_given(clip_a):
+    """A user's matte is not smoothed, and decides presence: an empty one passes the frame through."""
+    s = RelightSettings(hdri="sunset", background="#204060")
+    ones, zeros = np.ones((H, W), np.float32), np.zeros((H, W), np.uint8)
+    with Relighter(s) as r:
+        outs = [r.process(f, time=i / FPS, matte=ones if i < 4 else zeros) for i, f in enumerate(clip_a[:12])]
+        assert r.temporal.weight == 0.0
+    assert all((o == np.array([0x20, 0x40, 0x60], np.uint8)).all() for o in outs[4 + 6:])
+    assert not (outs[0] == np.array([0x20, 0x40, 0x60], np.uint8)).all(axis=-1).any()
+
+
 def test_autorotate_follows_frame_time(portrait_rgb):
     s = RelightSettings(hdri="sunset", autorotate=30.0, pan=10.0)
     with Relighter(s) as r:

@@ -124,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_parser(sub)
 
+    from .evaluate_video import add_eval_video_parser
+
+    add_eval_video_parser(sub)
+
     presets = sub.add_parser("presets", help="list the built-in HDRI presets",
                              description="List the built-in HDRI presets (CC0 maps shipped with relight).")
     presets.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -182,6 +186,12 @@ def _cmd_eval(args) -> int:
     return cmd_eval(args)
 
 
+def _cmd_eval_video(args) -> int:
+    from .evaluate_video import cmd_eval_video
+
+    return cmd_eval_video(args)
+
+
 def _cmd_presets(args) -> int:
     from .hdri import list_presets
 
@@ -223,7 +233,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .stages.encode import install_signal_handlers
 
     install_signal_handlers()  # SIGTERM/SIGHUP end the run like Ctrl-C: no partial output
-    handler = {"run": _cmd_run, "demo": _cmd_demo, "presets": _cmd_presets, "eval": _cmd_eval}[args.command]
+    handler = {"run": _cmd_run, "demo": _cmd_demo, "presets": _cmd_presets, "eval": _cmd_eval, "eval-video": _cmd_eval_video}[args.command]
     debug = getattr(args, "debug", False)
     try:
         return handler(args)

@@ -7,7 +7,7 @@ shading swims across the face, the exposure pumps, the matte shimmers. This stag
 them and keeps one shot's state (see :class:`TemporalStabilizer`):
 
 * **motion**: DIS optical flow (OpenCV) from each frame back to the previous one, on the
-  luminance at a longest side of at most 320 px (about 1 ms), with a per-pixel confidence from
+  luminance at a longest side of at most 320 px (2-3 ms), with a per-pixel confidence from
   the photometric error of the warp (occlusions and failures get none). Everything that is
   carried from frame to frame is carried *along this flow*, so the smoothing follows the person
   instead of lagging behind fast motion.
@@ -17,16 +17,18 @@ them and keeps one shot's state (see :class:`TemporalStabilizer`):
   to frame by position; a face the tracker loses for a moment is held (moved with the flow) for
   ``face_hold`` seconds instead of popping the shading to the no-face model and back.
 * **matte**: the previous (stabilised) matte, warped by the flow, is blended with the new one
-  where the flow is reliable (a motion-compensated recursive filter, at the flow's resolution;
-  the correction is upsampled and added to the full-resolution matte, so its edges keep
-  following the current frame's edges).
+  where the flow is reliable and the two agree (a motion-compensated recursive filter, at the
+  flow's resolution; the correction is upsampled and added to the full-resolution matte, so its
+  edges keep following the current frame's edges; where the mattes disagree by much, e.g. at an
+  edge the flow did not follow exactly, the new one wins, so nothing lags).
 * **shading**: the same motion-compensated blend for the geometry's working-resolution normals
-  (all the shading is a function of them and of the lighting), so the shading moves with the
-  person and is re-estimated only gradually.
+  and depth (all the shading and the cast shadows are functions of them and of the lighting),
+  so the shading moves with the person and is re-estimated only gradually; a large change of a
+  normal (a head turning) passes quickly.
 * **source lighting**: the fitted SH irradiance and its albedo scale averaged over a sliding
   time window (triangular weights, ``source_window`` seconds; the scale geometrically), so the
-  exposure of the de-lit person does not pump. A finite window (not an exponential) means that
-  processing a video in chunks gives the same state as one pass once a window has gone by.
+  exposure of the de-lit person does not pump (a finite window: its state is the same in a
+  video processed in chunks as in one pass once a window has gone by).
 * **presence**: the fraction of the frame covered by the matte, with hysteresis, decides
   whether a person is there; the effect (the matte the compositor uses) fades in and out over
   ``fade_time`` seconds instead of popping. With no person the frame passes through untouched
@@ -36,8 +38,10 @@ them and keeps one shot's state (see :class:`TemporalStabilizer`):
 * **repeated frames**: a frame identical to the previous one reuses the previous estimates, so a
   still image fed as a video gives identical frames.
 
-All filters are frame-rate aware (they use the frames' presentation times; a missing or
-non-increasing time counts as 1 / ``default_fps``) and deterministic.
+All filters are frame-rate aware (time constants in seconds, applied with the frames'
+presentation times; a missing or non-increasing time counts as 1 / ``default_fps``) and
+deterministic. The recursive ones forget exponentially (0.25 to 0.6 s), so a video processed in
+chunks matches one pass to well under one 8-bit level after about half a second of warm-up.
 """
 from __future__ import annotations
 
@@ -70,8 +74,11 @@ class TemporalOptions:
     normals_tau: float = 0.6  # seconds: the same for the normals of the body (silhouette inflation) ...
     face_normals_tau: float = 0.25  # ... and of the face (from the One-Euro-filtered face mesh); both are
     # scaled down where the new normals differ from the warped ones by much more than
-    normals_prefilter: float = 0.7  # Gaussian sigma (working-resolution pixels) against aliasing of face-mesh edges
     normals_tol: float = 45.0  # ... this many degrees (a real change, e.g. a head turning, is followed quickly)
+    depth_tol: float = 0.02  # the depth (cast shadows) is carried like the normals, scaled down where it differs by
+    # much more than this fraction of the working image's longest side
+    normals_prefilter: float = 0.0  # Gaussian sigma (working pixels) against aliasing of face-mesh edges (off: the
+    # geometry stage's own ``smooth`` does this)
     # source lighting: sliding window
     source_window: float = 0.6  # seconds
     # presence of a person (matte coverage of the frame, with hysteresis) and the fade of the effect
@@ -170,6 +177,7 @@ class TemporalStabilizer:
         self._time_prev: Optional[float] = None
         self.motion: Optional[FrameMotion] = None
         self.dt = 1.0 / self.options.default_fps
+        self._matte_frame: Optional[np.ndarray] = None  # this frame's low-resolution stabilised matte
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -179,6 +187,7 @@ class TemporalStabilizer:
         self._tracks: List[_Track] = []
         self._matte_small: Optional[np.ndarray] = None
         self._normals: Optional[np.ndarray] = None
+        self._depth: Optional[np.ndarray] = None
         self._sources: Deque[Tuple[float, np.ndarray, float]] = deque()
         self._time = 0.0  # shot time: sum of the frame steps since the reset
         self._shot_frames = 0
@@ -232,6 +241,7 @@ class TemporalStabilizer:
             self.reset()
         first = self._shot_frames == 0
         self.dt = dt
+        self._matte_frame = None
         self._time += 0.0 if first else dt
         self._shot_frames += 0 if dup else 1
         self.frames += 1
@@ -244,7 +254,7 @@ class TemporalStabilizer:
     def skip(self) -> None:
         """This frame's shading was not estimated (no person): the carried normals are dropped,
         so they are not blended into a later frame they no longer belong to."""
-        self._normals = None
+        self._normals = self._depth = None
 
     # ------------------------------------------------------------------ landmarks
     def faces(self, faces: List[np.ndarray], image_hw: Tuple[int, int]) -> List[np.ndarray]:
@@ -318,13 +328,13 @@ class TemporalStabilizer:
                            else _small_hw(H, W, o.flow_size))
         prev = self._matte_small
         if m is None or m.flow is None or prev is None or prev.shape != small.shape:
-            self._matte_small = small
+            self._matte_small = self._matte_frame = small
             return matte
         warped = _warp(prev, m.flow)
         diff = warped - small
         k = np.float32(_keep(o.matte_tau, m.dt)) * m.confidence * np.exp(-np.square(diff * np.float32(1.0 / o.matte_tol)))
         stab = small + k * diff
-        self._matte_small = stab
+        self._matte_small = self._matte_frame = stab
         corr = stab - small
         if (H, W) != corr.shape:
             corr = cv2.resize(corr, (W, H), interpolation=cv2.INTER_LINEAR)
@@ -336,7 +346,7 @@ class TemporalStabilizer:
         """The weight (0..1) of the effect: 1 while a person is in the frame, fading in and out
         over ``fade_time`` seconds. The first frame of a video starts at its target."""
         o = self.options
-        small = self._matte_small if self._matte_small is not None else _resize_to(
+        small = self._matte_frame if self._matte_frame is not None else _resize_to(
             matte.astype(np.float32, copy=False), _small_hw(*matte.shape, o.flow_size))
         coverage = float((small > 0.5).mean())
         if self._present:
@@ -354,46 +364,58 @@ class TemporalStabilizer:
 
     # ------------------------------------------------------------------ shading
     def geometry(self, geometry: Geometry) -> Geometry:
-        """The working-resolution normals blended with the previous frame's, warped along the
-        flow, where it is reliable (the full-resolution normals are re-derived from them)."""
+        """The working-resolution normals (and depth, for cast shadows) blended with the previous
+        frame's, warped along the flow, where it is reliable; the full-resolution normals are
+        re-derived from them."""
         o, m = self.options, self.motion
         n = geometry.work_normals
         if n is None:
             return geometry
+        n = n.astype(np.float32, copy=False)
         h, w = n.shape[:2]
         H, W = geometry.normals.shape[:2]
         if o.normals_prefilter > 0:
-            # the working-resolution normals have pixel steps at the face mesh's occluding edges
-            # (nose, lips); upsampled to the frame they are staircases that jump a whole working
-            # pixel as the face moves: a light anti-aliasing blur makes them move smoothly
-            n = cv2.GaussianBlur(n.astype(np.float32, copy=False), (0, 0), o.normals_prefilter)
+            # working-resolution steps (the face mesh's occluding edges) jump a whole working
+            # pixel as the face moves: an anti-aliasing blur makes them move smoothly
+            n = cv2.GaussianBlur(n, (0, 0), o.normals_prefilter)
             n /= np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-6)
-        prev = self._normals
+        depth = geometry.work_depth
+        depth = None if depth is None or depth.shape != (h, w) else depth.astype(np.float32, copy=False)
+        prev, prev_depth = self._normals, self._depth
         if m is None or m.flow is None or prev is None or prev.shape != n.shape:
-            self._normals = n.astype(np.float32, copy=True)
+            self._normals, self._depth = n.copy(), None if depth is None else depth.copy()
             if o.normals_prefilter <= 0:
                 return geometry
             full = n if (H, W) == (h, w) else cv2.resize(n, (W, H), interpolation=cv2.INTER_LINEAR)
             return replace(geometry, normals=full, work_normals=self._normals)
         flow = _resize_flow(m.flow, h, w)
         conf = _resize_to(m.confidence, (h, w))
-        warped = _warp(prev, flow)
-        # adaptive: small differences (estimation jitter) are smoothed hard, large ones (the
-        # surface really turned) pass quickly; 1 - cos(angle) ~ angle^2 / 2
-        cos = np.einsum("hwc,hwc->hw", warped, n)
-        tol = 1.0 - math.cos(math.radians(o.normals_tol))
         keep = np.float32(_keep(o.normals_tau, m.dt))
         keep_face = np.float32(_keep(o.face_normals_tau, m.dt))
         if keep_face != keep:
             face = _resize_to(geometry.face_mask.astype(np.float32, copy=False), (h, w))
             keep = keep + (keep_face - keep) * face
-        k = keep * conf * np.exp(-np.maximum(1.0 - cos, 0.0) / np.float32(tol))
+        keep = keep * conf
+        warped = _warp(prev, flow)
+        # adaptive: small differences (estimation jitter) are smoothed hard, large ones (the
+        # surface really turned) pass quickly; 1 - cos(angle) ~ angle^2 / 2
+        cos = np.einsum("hwc,hwc->hw", warped, n)
+        tol = 1.0 - math.cos(math.radians(o.normals_tol))
+        k = keep * np.exp(-np.maximum(1.0 - cos, 0.0) / np.float32(tol))
         blended = n + k[..., None] * (warped - n)
         blended /= np.maximum(np.linalg.norm(blended, axis=-1, keepdims=True), 1e-6)
         blended = blended.astype(np.float32)
         self._normals = blended
-        full = blended if (H, W) == (h, w) else cv2.resize(blended, (W, H), interpolation=cv2.INTER_LINEAR)
-        return replace(geometry, normals=full, work_normals=blended)
+        changes = {"work_normals": blended}
+        if depth is not None:
+            if prev_depth is not None and prev_depth.shape == depth.shape:
+                diff = _warp(prev_depth, flow) - depth
+                kd = keep * np.exp(-np.square(diff * np.float32(1.0 / max(o.depth_tol * max(h, w), 1e-6))))
+                depth = (depth + kd * diff).astype(np.float32)
+            self._depth = depth
+            changes["work_depth"] = depth
+        changes["normals"] = blended if (H, W) == (h, w) else cv2.resize(blended, (W, H), interpolation=cv2.INTER_LINEAR)
+        return replace(geometry, **changes)
 
     # ------------------------------------------------------------------ source lighting
     def source(self, source: SourceLighting) -> SourceLighting:
