@@ -3,7 +3,6 @@ state, and ``relight eval-video``. Inputs are made here from the packaged portra
 from __future__ import annotations
 
 import json
-import math
 
 import cv2
 import numpy as np
