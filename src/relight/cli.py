@@ -4,6 +4,8 @@
     relight demo [--output-dir DIR]
     relight presets
     relight eval DIR
+    relight eval-video INPUT [OUTPUT]
+    relight bench [--sizes 360p,720p,1080p,4k] [--frames N] [--hdri HDRI] [--no-source] [--json]
 
 Exit codes: 0 ok, 2 usage error, 3 bad input, 4 output problem, 5 internal error, 130 interrupted.
 """
@@ -128,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_video_parser(sub)
 
+    from .bench import add_bench_parser
+
+    add_bench_parser(sub)
+
     presets = sub.add_parser("presets", help="list the built-in HDRI presets",
                              description="List the built-in HDRI presets (CC0 maps shipped with relight).")
     presets.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -192,6 +198,12 @@ def _cmd_eval_video(args) -> int:
     return cmd_eval_video(args)
 
 
+def _cmd_bench(args) -> int:
+    from .bench import cmd_bench
+
+    return cmd_bench(args)
+
+
 def _cmd_presets(args) -> int:
     from .hdri import list_presets
 
@@ -224,8 +236,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(exc.code or 0)
     if args.command is None:
         parser.print_help()
-        print("relight: error: no command given: run, demo, presets or eval (see `relight --help`)",
-              file=sys.stderr)
+        print("relight: error: no command given: run, demo, presets, eval, eval-video or bench "
+              "(see `relight --help`)", file=sys.stderr)
         return 2
     warnings.showwarning = _show_warning
     if getattr(args, "quiet", False):
@@ -233,7 +245,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .stages.encode import install_signal_handlers
 
     install_signal_handlers()  # SIGTERM/SIGHUP end the run like Ctrl-C: no partial output
-    handler = {"run": _cmd_run, "demo": _cmd_demo, "presets": _cmd_presets, "eval": _cmd_eval, "eval-video": _cmd_eval_video}[args.command]
+    handler = {"run": _cmd_run, "demo": _cmd_demo, "presets": _cmd_presets, "eval": _cmd_eval, "eval-video": _cmd_eval_video,
+               "bench": _cmd_bench}[args.command]
     debug = getattr(args, "debug", False)
     try:
         return handler(args)
