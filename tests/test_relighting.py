@@ -279,15 +279,15 @@ def test_geometry_blends_face_and_body_without_seams():
     yy, xx = np.mgrid[0:size, 0:size]
     matte = (((xx - c) / 70.0) ** 2 + ((yy - c) / 75.0) ** 2 < 1).astype(np.float32)
     geo = estimate_geometry(Perception(matte=matte, face_landmarks=[lm]), size, size, GeometryOptions(work_size=size))
-    assert geo.normals.shape == (size, size, 3) and geo.face_mask.shape == (size, size)
+    assert geo.full_normals().shape == (size, size, 3) and geo.full_face_mask().shape == (size, size)
     assert geo.work_normals is not None
-    assert np.allclose(np.linalg.norm(geo.normals, axis=-1), 1.0, atol=0.03)
-    assert geo.face_mask[int(c), int(c)] > 0.99 and geo.face_mask[5, 5] == 0.0
+    assert np.allclose(np.linalg.norm(geo.full_normals(), axis=-1), 1.0, atol=0.03)
+    assert geo.full_face_mask()[int(c), int(c)] > 0.99 and geo.full_face_mask()[5, 5] == 0.0
     # no seam: where face and body normals are blended, neighbours differ by a few degrees only
-    blend = cv2.dilate(((geo.face_mask > 0.001) & (geo.face_mask < 0.999)).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    blend = cv2.dilate(((geo.full_face_mask() > 0.001) & (geo.full_face_mask() < 0.999)).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     assert blend.sum() > 500
-    dx = angle_deg(geo.normals[:, 1:], geo.normals[:, :-1])[blend[:, 1:] & blend[:, :-1]]
-    dy = angle_deg(geo.normals[1:], geo.normals[:-1])[blend[1:] & blend[:-1]]
+    dx = angle_deg(geo.full_normals()[:, 1:], geo.full_normals()[:, :-1])[blend[:, 1:] & blend[:, :-1]]
+    dy = angle_deg(geo.full_normals()[1:], geo.full_normals()[:-1])[blend[1:] & blend[:-1]]
     assert max(dx.max(), dy.max()) < 5.0
 
 
@@ -352,13 +352,13 @@ def test_mediapipe_perception_on_real_face(astronaut):
         assert per.matte[y, x] < 0.1
 
     geo = estimate_geometry(per, H, W)
-    face = geo.face_mask > 0.9
+    face = geo.full_face_mask() > 0.9
     assert face.sum() > 0.02 * H * W
-    assert np.median(geo.normals[face][:, 2]) > 0.8  # a frontal face faces the camera
+    assert np.median(geo.full_normals()[face][:, 2]) > 0.8  # a frontal face faces the camera
     x0 = np.percentile(lm[:, 0], 50)
     left = face & (np.arange(W)[None, :] < x0 - 0.3 * np.ptp(lm[:, 0]))
     right = face & (np.arange(W)[None, :] > x0 + 0.3 * np.ptp(lm[:, 0]))
-    assert np.median(geo.normals[left][:, 0]) < -0.2 and np.median(geo.normals[right][:, 0]) > 0.2
+    assert np.median(geo.full_normals()[left][:, 0]) < -0.2 and np.median(geo.full_normals()[right][:, 0]) > 0.2
 
     from relight.colour import to_linear
 

@@ -174,7 +174,7 @@ def test_geometry_depth_of_a_synthetic_face_follows_its_sphere():
     geo = estimate_geometry(Perception(matte=matte, face_landmarks=[lm]), size, size, GeometryOptions(work_size=size))
     assert geo.work_depth is not None and geo.work_depth.shape == (size, size)
     r2 = (xx + 0.5 - c) ** 2 + (yy + 0.5 - c) ** 2
-    face = (geo.face_mask > 0.9) & (r2 < (0.8 * 55) ** 2)
+    face = (geo.full_face_mask() > 0.9) & (r2 < (0.8 * 55) ** 2)
     truth = np.sqrt(np.maximum(R * R - r2, 0.0))
     d = geo.work_depth[face]
     assert np.corrcoef(d, truth[face])[0, 1] > 0.97
@@ -224,18 +224,18 @@ def test_materials_lips_skin_and_hair():
     lm, per, geo, matte = _face_scene(size)
     skin_rgb = np.array([0.45, 0.3, 0.22], np.float32)
     hair_rgb = np.array([0.04, 0.035, 0.03], np.float32)
-    albedo = np.where((geo.face_mask > 0.5)[..., None], skin_rgb, hair_rgb).astype(np.float32)
-    m = material_weights(per, geo.face_mask, matte, albedo, (size, size))
+    albedo = np.where((geo.full_face_mask() > 0.5)[..., None], skin_rgb, hair_rgb).astype(np.float32)
+    m = material_weights(per, geo.full_face_mask(), matte, albedo, (size, size))
     from relight.models.mediapipe_backend import face_mesh_regions
 
     lip_xy = lm[face_mesh_regions()["lips"], :2].mean(axis=0)
     assert m.lips[int(lip_xy[1]), int(lip_xy[0])] > 0.5
-    assert m.hair[geo.face_mask > 0.9].max() < 0.05  # no hair on the face
+    assert m.hair[geo.full_face_mask() > 0.9].max() < 0.05  # no hair on the face
     top = int(lm[:468, 1].min())  # above the forehead, inside the person: hair
     assert m.hair[max(0, top - 6), int(lm[:468, 0].mean())] > 0.5
     assert m.skin[int(lm[1, 1]), int(lm[1, 0])] > 0.9  # nose tip: skin
     # a bald scalp (skin-coloured above the forehead) is not hair
-    bald = material_weights(per, geo.face_mask, matte, np.broadcast_to(skin_rgb, albedo.shape), (size, size))
+    bald = material_weights(per, geo.full_face_mask(), matte, np.broadcast_to(skin_rgb, albedo.shape), (size, size))
     assert bald.hair.max() < 0.2
 
 

@@ -3,7 +3,14 @@
 Public API: :class:`RelightSettings`, :class:`Relighter` (frames as numpy arrays) and
 :func:`relight_file` (a whole video or image file), mirroring ``relight run``.
 """
+import os as _os
+
 __version__ = "0.1.0"
+
+# OpenBLAS' worker threads busy-wait between the small matrix products done here (SH fits of a
+# few thousand samples): on two cores they take CPU from the decode/encode threads and the
+# compiled kernels for nothing. One thread, unless the user asked otherwise (before numpy loads).
+_os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 __all__ = ["RelightSettings", "Relighter", "relight_file", "__version__"]
 

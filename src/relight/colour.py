@@ -22,6 +22,7 @@ _LINEAR_TO_SRGB8 = np.clip(
     np.round(255.0 * np.where(_x <= 0.0031308, 12.92 * _x, 1.055 * np.power(_x, 1 / 2.4) - 0.055)), 0, 255
 ).astype(np.uint8)
 del _x
+LINEAR_TO_SRGB8_LUT = _LINEAR_TO_SRGB8  # (4097,) uint8: index round(clip(v, 0, 1) * 4096)
 
 
 def _lut8(img: np.ndarray) -> np.ndarray:

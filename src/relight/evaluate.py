@@ -548,12 +548,12 @@ def normals_check(data: LightStage, renders: Sequence[Render], progress: Optiona
             perception = perceiver.process(img, external_matte=data.alpha(r))
             geometry = estimate_geometry(perception, h, w)
             mask = data.mask(r)
-            face = mask & (np.asarray(geometry.face_mask) > 0.5)
+            face = mask & (np.asarray(geometry.full_face_mask()) > 0.5)
             gt = data.normals(r)
             rows.append({
                 "render": r.dir, "pose": r.pose,
-                "mean_angle_deg": normals_angle_error(geometry.normals, gt, mask),
-                "face_mean_angle_deg": normals_angle_error(geometry.normals, gt, face) if face.any() else None,
+                "mean_angle_deg": normals_angle_error(geometry.full_normals(), gt, mask),
+                "face_mean_angle_deg": normals_angle_error(geometry.full_normals(), gt, face) if face.any() else None,
                 "face_pixels": int(face.sum()), "pixels": int(mask.sum()),
                 "faces_found": len(perception.face_landmarks),
             })

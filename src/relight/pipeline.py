@@ -13,10 +13,11 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+import cv2
 import numpy as np
 
-from . import envmap
-from .colour import linear_to_srgb8, to_linear
+from . import envmap, kernels
+from .colour import LINEAR_TO_SRGB8_LUT, TONE_KNEE, linear_to_srgb8, to_linear
 from .errors import RelightWarning, UsageError
 from .hdri import load_hdri
 from .progress import Progress
@@ -24,11 +25,12 @@ from .settings import BACKGROUND_KEYWORDS, RelightSettings, parse_color
 from .stages import composite as composite_stage
 from .stages.decode import open_background_media, open_input, open_matte, probe
 from .stages.encode import open_output, plan_output
-from .stages.geometry import estimate_geometry
+from .stages.geometry import GeometryOptions, estimate_geometry, work_shape
 from .stages.lighting import estimate_source_lighting
 from .stages.perception import Perceiver
-from .stages.render import TargetHDRI, render_person
+from .stages.render import TargetHDRI, apply_fields, eye_boxes, person_fields, upsample_fields
 from .stages.temporal import TemporalOptions, TemporalStabilizer
+from .threads import BackgroundWriter, Prefetch
 
 
 @dataclass
@@ -149,8 +151,13 @@ class Relighter:
 
     # -- per frame
     def process_composite(self, image: np.ndarray, *, time: float = 0.0, matte: Optional[np.ndarray] = None,
-                          index: Optional[int] = None, scene_linear: bool = False) -> composite_stage.Composite:
-        """Run every stage on one frame and return the :class:`~relight.stages.composite.Composite`."""
+                          index: Optional[int] = None, scene_linear: bool = False,
+                          encode8: bool = False) -> composite_stage.Composite:
+        """Run every stage on one frame and return the :class:`~relight.stages.composite.Composite`.
+
+        ``encode8`` (display output only): the composite may come back already encoded to 8-bit
+        sRGB (``Composite.rgb8``, with ``rgb`` None), made by the fused full-resolution kernel
+        of :mod:`relight.kernels` in one pass instead of the numpy reference steps."""
         if image.ndim != 3 or image.shape[2] not in (3, 4):
             raise UsageError(f"expected an (H, W, 3) RGB frame, got shape {image.shape}")
         image = image[..., :3]
@@ -173,7 +180,7 @@ class Relighter:
         weight = 1.0
         if motion is not None and motion.duplicate and self._last is not None and matte is None:
             # the same frame again: the same estimates (a still image fed as a video stays still)
-            perception, person_in, geometry, source, weight = self._last
+            perception, geometry, source, work, weight = self._last
             if geometry is not None:  # a fade in progress goes on
                 weight = ts.presence(perception.matte)
         else:
@@ -185,21 +192,28 @@ class Relighter:
                     perception.matte = ts.matte(perception.matte)
                 weight = ts.presence(perception.matte)
                 t = self.timer.add("temporal", t)
-            person_in = geometry = source = None
+            geometry = source = work = None
             if weight > 0.0:
-                person_in = composite_stage.decontaminate(lin, perception.matte)
+                # the analysis stages share one working-resolution copy of the input and matte
+                wh, ww, _ = work_shape(h, w, GeometryOptions().work_size)
+                work = _Work(image=_shrink(lin, wh, ww), matte=_shrink(perception.matte, wh, ww))
+                # the old background's and the person's colours near soft edges (hair): the
+                # edge pixels are decontaminated with them when the person is rendered
+                work.edges = composite_stage.edge_fields(work.image, work.matte,
+                                                         composite_stage.edge_sigma(h, w) * ww / float(w))
                 t = self.timer.add("edges", t)
-                geometry = estimate_geometry(perception, h, w)
+                geometry = estimate_geometry(perception, h, w, work_matte=work.matte)
                 if ts is not None:
                     geometry = ts.geometry(geometry)
                 t = self.timer.add("geometry", t)
-                source = estimate_source_lighting(person_in, perception, geometry)
+                source = estimate_source_lighting(lin, perception, geometry, work_image=work.image,
+                                                  work_matte=work.matte)
                 if ts is not None:
                     source = ts.source(source)
                 t = self.timer.add("lighting", t)
             elif ts is not None:
                 ts.skip()
-            self._last = (perception, person_in, geometry, source, weight)
+            self._last = (perception, geometry, source, work, weight)
         pan = self.pan_at(time)
         maker = self._backgrounds(w, h)
         if weight <= 0.0:
@@ -210,8 +224,17 @@ class Relighter:
                                             background_is_scene=(maker.kind == "hdri"))
             self.timer.add("composite", t)
             return out
-        person = render_person(person_in, perception, geometry, source, self.target_hdri.target(pan), specular=s.specular)
-        person *= np.float32(self.exposure * s.fg_gain)
+        target = self.target_hdri.target(pan)
+        pf = person_fields(lin, perception, geometry, source, target, specular=s.specular, work_image=work.image)
+        gain = float(self.exposure * s.fg_gain)
+        if encode8 and not scene_linear and kernels.available():
+            t = self.timer.add("render", t)
+            out = self._fused8(pf, work, lin, perception, geometry, target, maker, index, pan, weight, gain)
+            self.timer.add("composite", t)
+            return out
+        person_in = composite_stage.decontaminate(lin, perception.matte, fields=work.edges)
+        person = apply_fields(person_in, pf, perception, geometry, target, specular=s.specular)
+        person *= np.float32(gain)
         t = self.timer.add("render", t)
         m = perception.matte if weight >= 1.0 else perception.matte * np.float32(weight)
         background = maker.make(index, lin, m, pan, self.exposure)
@@ -220,11 +243,62 @@ class Relighter:
         self.timer.add("composite", t)
         return out
 
+    def _fused8(self, pf, work, lin, perception, geometry, target, maker, index, pan, weight, gain):
+        """Decontaminate the soft edges, apply the person's fields, tone-map, composite and
+        encode to 8-bit sRGB in one pass (:func:`relight.kernels.fused_composite8`); the few
+        pixels of the eyes' catchlights are then redone with the numpy reference steps."""
+        s = self.settings
+        matte = perception.matte
+        H, W = matte.shape
+        bg = maker.make_display(index, lin, matte if weight >= 1.0 else matte * np.float32(weight), pan,
+                                self.exposure)
+        transparent = maker.transparent
+        fields = np.concatenate([pf.fields, work.edges], axis=-1)
+        rgb8 = kernels.fused_composite8(lin, lin, fields, matte, weight, bg, gain=gain, amax=pf.albedo_max,
+                                        strength=s.strength, knee=TONE_KNEE, lut=LINEAR_TO_SRGB8_LUT,
+                                        transparent=transparent,
+                                        edge_band=(composite_stage.EDGE_LO, composite_stage.EDGE_HI))
+        if pf.catchlights:
+            for box in eye_boxes(perception, pf.size):
+                y0, y1, x0, x1 = box
+                m = matte[y0:y1, x0:x1]
+                person_in = lin[y0:y1, x0:x1].copy()
+                band = (m >= composite_stage.EDGE_LO) & (m <= composite_stage.EDGE_HI)
+                if band.any():
+                    e = upsample_fields(work.edges, H, W, box)[band]
+                    person_in[band] = composite_stage.solve_edge_pixels(person_in[band], m[band][:, None],
+                                                                        e[:, :3], e[:, 3:])
+                person = apply_fields(person_in, pf, perception, geometry, target, specular=s.specular, box=box)
+                person *= np.float32(gain)
+                patch_bg = None if bg is None else (bg if np.ndim(bg) == 1 else bg[y0:y1, x0:x1])
+                comp = composite_stage.composite(person, lin[y0:y1, x0:x1], m * np.float32(weight), patch_bg,
+                                                 strength=s.strength, scene_linear=False, background_is_scene=False)
+                rgb8[y0:y1, x0:x1] = linear_to_srgb8(comp.rgb)
+        alpha = matte * np.float32(weight) if transparent else None
+        return composite_stage.Composite(rgb=None, alpha=alpha, scene_linear=False, rgb8=rgb8)
+
     def process(self, image: np.ndarray, time: float = 0.0, matte: Optional[np.ndarray] = None) -> np.ndarray:
         """Relight one frame; see the class docstring for types."""
         linear = self.linear_output if self.linear_output is not None else image.dtype != np.uint8
-        comp = self.process_composite(image, time=time, matte=matte, scene_linear=linear)
+        comp = self.process_composite(image, time=time, matte=matte, scene_linear=linear, encode8=not linear)
         return to_array(comp)
+
+
+@dataclass
+class _Work:
+    """One frame's working-resolution copies, shared by the analysis and render stages."""
+
+    image: np.ndarray  # (h, w, 3) linear input, area-averaged
+    matte: np.ndarray  # (h, w)
+    edges: Optional[np.ndarray] = None  # (h, w, 6) composite.edge_fields
+
+
+def _shrink(x: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Area-average an image or matte to (h, w)."""
+    x = np.asarray(x, np.float32)
+    if x.shape[:2] == (h, w):
+        return x
+    return cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA)
 
 
 def to_array(comp: composite_stage.Composite) -> np.ndarray:
@@ -234,7 +308,7 @@ def to_array(comp: composite_stage.Composite) -> np.ndarray:
             return comp.rgb.astype(np.float32, copy=False)
         a = comp.alpha[..., None]
         return np.concatenate([comp.rgb * a, a], axis=-1).astype(np.float32)
-    rgb8 = linear_to_srgb8(comp.rgb)
+    rgb8 = comp.rgb8 if comp.rgb8 is not None else linear_to_srgb8(comp.rgb)
     if comp.alpha is None:
         return rgb8
     a8 = np.clip(comp.alpha * 255.0 + 0.5, 0, 255).astype(np.uint8)[..., None]
@@ -271,24 +345,36 @@ def relight_file(input_path: str, output_path: str, settings: RelightSettings = 
         source = stack.enter_context(open_input(input_path))
         sink = stack.enter_context(open_output(spec, info, codec=codec, crf=crf, preset=preset,
                                                audio_from=input_path if info.is_video else None))
+        # decode ahead and encode behind in their own threads (they release the GIL): the run
+        # takes about as long as the processing instead of processing + decode + encode
+        frames_in = stack.enter_context(Prefetch(source)) if info.is_video else source
+        writer = stack.enter_context(BackgroundWriter(sink)) if info.is_video else sink
         progress = Progress(info.frame_count if info.is_video else None, label="relight", enabled=show_progress)
         stack.callback(progress.close)
         frames = 0
-        for frame in source:
+        for frame in frames_in:
             m = mattes.get(frame.index) if mattes is not None else None
             comp = relighter.process_composite(frame.rgb, time=frame.time, matte=m, index=frame.index,
-                                               scene_linear=scene_linear)
+                                               scene_linear=scene_linear, encode8=not scene_linear)
             t = perf_counter()
-            rgb = comp.rgb if scene_linear else linear_to_srgb8(comp.rgb)
+            if scene_linear:
+                rgb = comp.rgb
+            else:
+                rgb = comp.rgb8 if comp.rgb8 is not None else linear_to_srgb8(comp.rgb)
             if scene_linear and comp.alpha is not None:
                 rgb = rgb * comp.alpha[..., None]  # EXR stores premultiplied colour
-            sink.write(rgb, comp.alpha, time=frame.time)
-            relighter.timer.add("encode", t)
+            writer.write(rgb, comp.alpha, time=frame.time)
+            relighter.timer.add("encode-wait" if writer is not sink else "encode", t)
             frames += 1
             progress.update()
             if on_frame is not None:
                 on_frame(frames)
         stages = dict(relighter.timer.seconds)
+    # the decode and encode threads' own busy time (they overlap the stages above)
+    if isinstance(frames_in, Prefetch):
+        stages["decode (thread)"] = frames_in.busy
+    if isinstance(writer, BackgroundWriter):
+        stages["encode (thread)"] = writer.busy
     seconds = perf_counter() - start
     # damage survived in the input (see VideoSource): one warning line, and counts in the summary
     problems = [p for p in (getattr(source, "problems", lambda: None)(), getattr(sink, "audio_problems", None)) if p]

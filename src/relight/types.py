@@ -51,13 +51,62 @@ class Perception:
 
 @dataclass
 class Geometry:
-    """Per-pixel surface normals in the camera frame (x right, y up, z toward the camera)."""
+    """Surface normals in the camera frame (x right, y up, z toward the camera), computed at a
+    small working resolution (the shading stages work there; only the final multiply-add runs
+    per full-resolution pixel). The full-resolution fields are optional and derived on request
+    by :meth:`full_normals` / :meth:`full_face_mask` (bilinear upsampling)."""
 
-    normals: np.ndarray  # (H, W, 3) float32 unit vectors; (0, 0, 1) where unknown
-    face_mask: np.ndarray  # (H, W) float32 in [0, 1]: where the normals come from the face mesh
+    normals: Optional[np.ndarray] = None  # (H, W, 3) float32 unit vectors, only when given; see full_normals()
+    face_mask: Optional[np.ndarray] = None  # (H, W) float32 in [0, 1]: where the normals come from the face mesh; see full_face_mask()
     depth: Optional[np.ndarray] = None  # (H, W) float32, larger = nearer the camera, pixel units; optional
-    work_normals: Optional[np.ndarray] = None  # (h, w, 3) the same normals at the small working resolution they were computed at; the shading stages use these (fast), optional
+    work_normals: Optional[np.ndarray] = None  # (h, w, 3) the normals at the working resolution they were computed at
     work_depth: Optional[np.ndarray] = None  # (h, w) float32 depth at that working resolution, larger = nearer, working-pixel units (cast shadows), optional
+    work_face: Optional[np.ndarray] = None  # (h, w) float32 face weight at the working resolution
+    size: Optional[tuple] = None  # (H, W) of the frame
+
+    def frame_size(self) -> tuple:
+        """(H, W) of the frame the geometry belongs to."""
+        if self.size is not None:
+            return tuple(self.size)
+        ref = self.normals if self.normals is not None else self.face_mask
+        if ref is None:
+            ref = self.work_normals
+        return tuple(ref.shape[:2])
+
+    def normals_at_work(self) -> np.ndarray:
+        """(h, w, 3) unit normals at the working resolution."""
+        if self.work_normals is not None:
+            return self.work_normals
+        return self.normals
+
+    def face_at_work(self) -> np.ndarray:
+        """(h, w) face weight at the working resolution of :meth:`normals_at_work`."""
+        h, w = self.normals_at_work().shape[:2]
+        f = self.work_face if self.work_face is not None else self.face_mask
+        return _fit(np.asarray(f, np.float32), h, w, area=True)
+
+    def full_normals(self) -> np.ndarray:
+        """(H, W, 3) normals at the frame's resolution (upsampled from the working ones)."""
+        if self.normals is not None:
+            return self.normals
+        H, W = self.frame_size()
+        return _fit(self.work_normals, H, W)
+
+    def full_face_mask(self) -> np.ndarray:
+        """(H, W) face weight at the frame's resolution."""
+        if self.face_mask is not None:
+            return self.face_mask
+        H, W = self.frame_size()
+        return _fit(self.work_face, H, W)
+
+
+def _fit(x: np.ndarray, h: int, w: int, area: bool = False) -> np.ndarray:
+    if x.shape[:2] == (h, w):
+        return x
+    import cv2
+
+    shrink = area and x.shape[0] > h
+    return cv2.resize(np.asarray(x, np.float32), (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
 @dataclass

@@ -25,9 +25,10 @@ class Composite:
     scene-linear (True, for EXR). ``alpha`` is None unless the background is transparent; then
     ``rgb`` holds the un-premultiplied person colour."""
 
-    rgb: np.ndarray
+    rgb: Optional[np.ndarray]
     alpha: Optional[np.ndarray]
     scene_linear: bool
+    rgb8: Optional[np.ndarray] = None  # the same already encoded to 8-bit sRGB (then ``rgb`` may be None)
 
 
 def _blur_sigma(blur: float, width: int, height: int) -> float:
@@ -51,52 +52,75 @@ def normalized_blur(img: np.ndarray, weight: np.ndarray, sigma: float) -> np.nda
     return num / np.maximum(den, 1e-4)
 
 
-def decontaminate(image_linear: np.ndarray, matte: np.ndarray, work_size: int = 320) -> np.ndarray:
-    """Estimate the person's own colour at soft matte edges (hair, motion blur), removing the
-    old background that is mixed in there: solve I = a F + (1 - a) B for F, with B and a smooth F
-    taken from nearby confident pixels (normalised blurs at a ~``work_size`` px working
-    resolution). Opaque and empty pixels are returned unchanged.
+def edge_sigma(height: int, width: int) -> float:
+    """Width (full-resolution pixels) of the neighbourhood the edge colours are taken from."""
+    return max(2.0, 0.01 * max(height, width))
 
-    Only the edge pixels are touched: they are gathered once, the two blurred fields are sampled
-    at them (bilinear, from the working resolution) and the solved colours scattered back into a
-    copy, so the cost follows the length of the outline rather than the frame's area."""
-    h, w = matte.shape
-    m32 = np.ascontiguousarray(matte, dtype=np.float32)
-    edge = cv2.inRange(m32, 0.02, 0.98)  # uint8, 255 on the soft band (inclusive bounds: fine)
-    idx = np.flatnonzero(edge.ravel())
-    if idx.size == 0:
-        return image_linear
-    f = max(1.0, max(h, w) / float(work_size))
-    sw, sh = max(1, int(round(w / f))), max(1, int(round(h / f)))
-    small = cv2.resize(image_linear, (sw, sh), interpolation=cv2.INTER_AREA)
-    small_matte = cv2.resize(m32, (sw, sh), interpolation=cv2.INTER_AREA)
-    sigma = max(2.0, 0.01 * max(h, w)) / f
-    fields = np.concatenate([normalized_blur(small, small_matte < 0.05, sigma),
-                             normalized_blur(small, small_matte > 0.95, sigma)], axis=-1).astype(np.float32)
-    rows, cols = np.divmod(idx, w)
-    # the maps as a block of 1024 columns (remap wants fewer than 32767 rows)
-    n = idx.size
-    pad = (-n) % 1024
-    mx = np.pad(((cols + 0.5) * (sw / float(w)) - 0.5).astype(np.float32), (0, pad)).reshape(-1, 1024)
-    my = np.pad(((rows + 0.5) * (sh / float(h)) - 0.5).astype(np.float32), (0, pad)).reshape(-1, 1024)
-    at = cv2.remap(fields, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).reshape(-1, 6)[:n]
-    bg, fg_smooth = at[:, :3], at[:, 3:]
-    flat = image_linear.reshape(-1, 3)
-    px = flat[idx]
-    a = m32.ravel()[idx][:, None]
-    # The exact per-channel solve F = (I - (1 - a) B) / a amplifies every error of B and of a by
-    # 1 / a, and at a dark-hair / bright-wall edge that makes coloured fringes (a dark channel
-    # goes to 0). So F keeps the colour of the nearby person, F_smooth, and only its brightness
-    # is solved for: F = s F_smooth, s = <F_smooth, I - (1 - a) B> / (a |F_smooth|^2), within
-    # [1/4, 4]; the exact solve takes over only where the person nearly covers the pixel.
+
+def edge_fields(image_small: np.ndarray, matte_small: np.ndarray, sigma: float) -> np.ndarray:
+    """(h, w, 6) float32 at a small working resolution: the old background's colour near each
+    pixel (3), from the confidently-background pixels, and the person's (3), from the
+    confidently-person pixels (normalised blurs of width ``sigma`` working pixels)."""
+    return np.concatenate([normalized_blur(image_small, matte_small < 0.05, sigma),
+                           normalized_blur(image_small, matte_small > 0.95, sigma)], axis=-1).astype(np.float32)
+
+
+def solve_edge_pixels(px: np.ndarray, a: np.ndarray, bg: np.ndarray, fg_smooth: np.ndarray) -> np.ndarray:
+    """The person's own colour F of soft-edge pixels ``px`` (n, 3) with alpha ``a`` (n, 1), the
+    nearby background ``bg`` and person colour ``fg_smooth`` (n, 3) (see :func:`decontaminate`).
+
+    The exact per-channel solve F = (I - (1 - a) B) / a amplifies every error of B and of a by
+    1 / a, and at a dark-hair / bright-wall edge that makes coloured fringes (a dark channel
+    goes to 0). So F keeps the colour of the nearby person, F_smooth, and only its brightness
+    is solved for: F = s F_smooth, s = <F_smooth, I - (1 - a) B> / (a |F_smooth|^2), within
+    [1/4, 4]; the exact solve takes over only where the person nearly covers the pixel.
+    (:mod:`relight.kernels` does the same per pixel.)"""
     rest = px - (1.0 - a) * bg
     ff = np.maximum(fg_smooth, 1e-6)
     scale = np.einsum("nc,nc->n", ff, rest)[:, None] / np.maximum(a * np.einsum("nc,nc->n", ff, ff)[:, None], 1e-12)
     shaped = ff * np.clip(scale, 0.25, 4.0)
     exact = np.clip(rest / np.maximum(a, 0.05), 0.0, None)
     w_exact = np.clip((a - 0.7) / 0.25, 0.0, 1.0)
+    return w_exact * exact + (1.0 - w_exact) * shaped
+
+
+EDGE_LO, EDGE_HI = 0.02, 0.98  # the soft band of the matte that is decontaminated
+
+
+def decontaminate(image_linear: np.ndarray, matte: np.ndarray, work_size: int = 320,
+                  fields: Optional[np.ndarray] = None) -> np.ndarray:
+    """Estimate the person's own colour at soft matte edges (hair, motion blur), removing the
+    old background that is mixed in there: solve I = a F + (1 - a) B for F, with B and a smooth F
+    taken from nearby confident pixels (:func:`edge_fields`, at a ~``work_size`` px working
+    resolution, or the ``fields`` given). Opaque and empty pixels are returned unchanged.
+
+    Only the edge pixels are touched: they are gathered once, the two blurred fields are sampled
+    at them (bilinear, from the working resolution) and the solved colours scattered back into a
+    copy, so the cost follows the length of the outline rather than the frame's area."""
+    h, w = matte.shape
+    m32 = np.ascontiguousarray(matte, dtype=np.float32)
+    edge = cv2.inRange(m32, EDGE_LO, EDGE_HI)  # uint8, 255 on the soft band (inclusive bounds: fine)
+    idx = np.flatnonzero(edge.ravel())
+    if idx.size == 0:
+        return image_linear
+    if fields is None:
+        f = max(1.0, max(h, w) / float(work_size))
+        sw, sh = max(1, int(round(w / f))), max(1, int(round(h / f)))
+        small = cv2.resize(image_linear, (sw, sh), interpolation=cv2.INTER_AREA)
+        small_matte = cv2.resize(m32, (sw, sh), interpolation=cv2.INTER_AREA)
+        fields = edge_fields(small, small_matte, edge_sigma(h, w) / f)
+    sh, sw = fields.shape[:2]
+    rows, cols = np.divmod(idx, w)
+    # the maps as a block of 1024 columns (remap wants fewer than 32767 rows)
+    n = idx.size
+    pad = (-n) % 1024
+    mx = np.pad(((cols + 0.5) * (sw / float(w)) - 0.5).astype(np.float32), (0, pad)).reshape(-1, 1024)
+    my = np.pad(((rows + 0.5) * (sh / float(h)) - 0.5).astype(np.float32), (0, pad)).reshape(-1, 1024)
+    at = np.concatenate([cv2.remap(np.ascontiguousarray(fields[..., c:c + 3]), mx, my, cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_REPLICATE).reshape(-1, 3)[:n] for c in (0, 3)], axis=-1)
+    flat = image_linear.reshape(-1, 3)
     out = image_linear.copy()
-    out.reshape(-1, 3)[idx] = w_exact * exact + (1.0 - w_exact) * shaped
+    out.reshape(-1, 3)[idx] = solve_edge_pixels(flat[idx], m32.ravel()[idx][:, None], at[:, :3], at[:, 3:])
     return out
 
 
@@ -114,6 +138,7 @@ class BackgroundMaker:
         self.media = media
         self.color = parse_color(kind) if kind not in ("source", "source-blur", "hdri", "transparent") else None
         self._hdri_cache: "tuple[float, float, np.ndarray] | None" = None  # (pan, exposure, image)
+        self._display_cache: "tuple[float, float, np.ndarray] | None" = None  # the same, tone-mapped
 
     @property
     def transparent(self) -> bool:
@@ -136,6 +161,21 @@ class BackgroundMaker:
             rgb = srgb_to_linear(np.array(self.color, dtype=np.uint8))
             return np.broadcast_to(rgb, (self.height, self.width, 3))
         return blur_image(srgb_to_linear(self.media.get(index)), self.blur)
+
+    def make_display(self, index: int, input_linear: np.ndarray, matte: np.ndarray, pan: float, exposure: float):
+        """The background as display-linear values in [0, 1] (an HDRI background tone-mapped
+        with the person's curve, cached while the pan stays put), a length-3 colour for a
+        colour background, or None when transparent."""
+        if self.kind == "hdri":
+            cached = self._display_cache
+            if cached is not None and cached[0] == pan and cached[1] == exposure:
+                return cached[2]
+            view = tonemap(self._hdri(pan, exposure))
+            self._display_cache = (pan, exposure, view)
+            return view
+        if self.color is not None:
+            return srgb_to_linear(np.array(self.color, dtype=np.uint8)).astype(np.float32)
+        return self.make(index, input_linear, matte, pan, exposure)
 
     def _hdri(self, pan: float, exposure: float) -> np.ndarray:
         cached = self._hdri_cache

@@ -52,21 +52,15 @@ class GeometryOptions:
 
 
 def estimate_geometry(perception: Perception, height: int, width: int,
-                      options: Optional[GeometryOptions] = None) -> Geometry:
-    """Normals (H, W, 3) and face mask (H, W) at full resolution ``height`` x ``width``.
-
-    The normals are computed (and normalised) at the working resolution, kept in
-    ``Geometry.work_normals``, and upsampled bilinearly to full resolution without
-    renormalising (length >= ~0.98 where neighbours differ most, at the silhouette; a full-res
-    renormalisation would cost more than everything else here)."""
+                      options: Optional[GeometryOptions] = None, work_matte: Optional[np.ndarray] = None) -> Geometry:
+    """Normals and face weight of a ``height`` x ``width`` frame, computed (and normalised) at
+    the working resolution (``Geometry.work_normals``, ``work_face``, ``work_depth``). The
+    full-resolution fields are derived only on request (:meth:`Geometry.full_normals`): the
+    shading stages work at the working resolution. ``work_matte``: the matte already at the
+    working resolution (saves a full-resolution resize)."""
     opts = options or GeometryOptions()
-    n_work, face_w, depth = _lowres(perception, height, width, opts)
-    if n_work.shape[:2] == (height, width):
-        normals, face_mask = n_work.copy(), face_w
-    else:
-        normals = cv2.resize(n_work, (width, height), interpolation=cv2.INTER_LINEAR)
-        face_mask = cv2.resize(face_w, (width, height), interpolation=cv2.INTER_LINEAR)
-    return Geometry(normals=normals, face_mask=face_mask, work_normals=n_work, work_depth=depth)
+    n_work, face_w, depth = _lowres(perception, height, width, opts, work_matte)
+    return Geometry(work_normals=n_work, work_face=face_w, work_depth=depth, size=(height, width))
 
 
 def work_shape(height: int, width: int, longest: int):
@@ -81,11 +75,15 @@ def estimate_geometry_lowres(perception: Perception, height: int, width: int,
     return n, face_w
 
 
-def _lowres(perception: Perception, height: int, width: int, options: Optional[GeometryOptions] = None):
+def _lowres(perception: Perception, height: int, width: int, options: Optional[GeometryOptions] = None,
+            work_matte: Optional[np.ndarray] = None):
     """(normals (h, w, 3), face weight (h, w), depth (h, w) or None) at the working resolution."""
     opts = options or GeometryOptions()
     h, w, s = work_shape(height, width, opts.work_size)
-    matte = cv2.resize(perception.matte.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+    if work_matte is not None and work_matte.shape == (h, w):
+        matte = work_matte.astype(np.float32, copy=False)
+    else:
+        matte = cv2.resize(perception.matte.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
 
     max_height = None
     if perception.face_landmarks and opts.body_depth > 0:

@@ -73,11 +73,15 @@ def neutral_source(level: float = 0.18, albedo: float = 0.36) -> SourceLighting:
 
 
 def estimate_source_lighting(input_linear: np.ndarray, perception: Perception, geometry: Geometry,
-                             options: Optional[LightingOptions] = None) -> SourceLighting:
+                             options: Optional[LightingOptions] = None, work_image: Optional[np.ndarray] = None,
+                             work_matte: Optional[np.ndarray] = None) -> SourceLighting:
     """Order-2 SH irradiance (9, 3) of the input's lighting, in the input's linear units, and the
-    scale for ``albedo = albedo_scale * input / eval_sh(sh, n)`` (about pi)."""
+    scale for ``albedo = albedo_scale * input / eval_sh(sh, n)`` (about pi).
+    ``work_image`` / ``work_matte``: the input and matte already at the geometry's working
+    resolution (area-averaged), to save full-resolution resizes."""
     opts = options or LightingOptions()
-    img, normals, matte, face = _work_images(input_linear, perception, geometry, opts.work_size)
+    img, normals, matte, face = _work_images(input_linear, perception, geometry, opts.work_size, work_image,
+                                             work_matte)
     h, w = matte.shape
     has_face = bool(perception.face_landmarks) and float(face.max()) > 0.5
     if has_face:
@@ -147,20 +151,26 @@ def dominant_direction(sh: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- internals
-def _work_images(input_linear, perception, geometry, work_size):
+def _work_images(input_linear, perception, geometry, work_size, work_image=None, work_matte=None):
     """Input, normals, matte and face mask at a common small resolution."""
     if geometry.work_normals is not None:
         normals = geometry.work_normals
         h, w = normals.shape[:2]
     else:
-        H, W = geometry.normals.shape[:2]
+        H, W = geometry.frame_size()
         s = min(1.0, work_size / max(H, W))
         h, w = max(1, round(H * s)), max(1, round(W * s))
-        normals = _resize(geometry.normals, h, w)
+        normals = _resize(geometry.full_normals(), h, w)
         normals = normals / np.maximum(np.linalg.norm(normals, axis=-1, keepdims=True), 1e-6)
-    img = _resize(np.asarray(input_linear, dtype=np.float32)[..., :3], h, w)
-    matte = _resize(perception.matte.astype(np.float32), h, w)
-    face = _resize(geometry.face_mask.astype(np.float32), h, w)
+    if work_image is not None and work_image.shape[:2] == (h, w):
+        img = work_image[..., :3]
+    else:
+        img = _resize(np.asarray(input_linear, dtype=np.float32)[..., :3], h, w)
+    if work_matte is not None and work_matte.shape == (h, w):
+        matte = work_matte
+    else:
+        matte = _resize(perception.matte.astype(np.float32), h, w)
+    face = _resize(geometry.face_at_work().astype(np.float32), h, w)
     return img, normals.astype(np.float32), matte, face
 
 

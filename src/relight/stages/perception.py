@@ -23,6 +23,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from .. import kernels
 from ..types import Perception
 
 
@@ -56,13 +57,15 @@ def _resize_longest(img: np.ndarray, longest: int, interpolation=cv2.INTER_AREA)
 
 
 def refine_matte(guide_rgb: np.ndarray, coarse: np.ndarray, out_hw=None, radius_frac: float = 0.012,
-                 eps: float = 2e-3, guide_size: int = 400) -> np.ndarray:
+                 eps: float = 2e-3, guide_size: int = 400, floor: float = 0.0) -> np.ndarray:
     """Upsample a coarse matte to full resolution with a colour guided filter (He et al.),
     in its fast form (He & Sun 2015): the linear coefficients are solved at a reduced size
     (longest side about ``guide_size``, an integer factor of the frame) and applied to the
     full-resolution guide, so the matte edge follows full-resolution image edges.
 
-    ``guide_rgb``: (H, W, 3) uint8; ``coarse``: (h, w) float in [0, 1], any size."""
+    ``guide_rgb``: (H, W, 3) uint8; ``coarse``: (h, w) float in [0, 1], any size. ``floor``:
+    output alpha below it is cut and the rest rescaled to [0, 1]. The full-resolution step is
+    one compiled pass (:func:`relight.kernels.guided_apply`) when numba is available."""
     rgb8 = guide_rgb if guide_rgb.dtype == np.uint8 else _as_uint8(guide_rgb)
     H, W = rgb8.shape[:2]
     if out_hw is not None and tuple(out_hw) != (H, W):
@@ -102,6 +105,8 @@ def refine_matte(guide_rgb: np.ndarray, coarse: np.ndarray, out_hw=None, radius_
     ag = (c01 * cr + c11 * cg + c12 * cb) * inv
     ab = (c02 * cr + c12 * cg + c22 * cb) * inv
     b = mp - (ar * mr + ag * mg + ab * mb) * np.float32(255.0)
+    if kernels.available():
+        return kernels.guided_apply(rgb8, cv2.merge([box(ar), box(ag), box(ab), box(b)]), floor)
     ma = cv2.merge([box(ar), box(ag), box(ab)])
     mb_ = box(b)
     if k > 1:
@@ -110,7 +115,11 @@ def refine_matte(guide_rgb: np.ndarray, coarse: np.ndarray, out_hw=None, radius_
     q = cv2.multiply(rgb8, ma, dtype=cv2.CV_32F)
     q = cv2.transform(q, np.ones((1, 3), np.float32))
     q = cv2.add(q, mb_)
-    return np.clip(q, 0.0, 1.0, out=q)
+    np.clip(q, 0.0, 1.0, out=q)
+    if floor > 0:
+        q = cv2.addWeighted(q, 1.0 / (1.0 - floor), q, 0.0, -floor / (1.0 - floor))
+        np.clip(q, 0.0, 1.0, out=q)
+    return q
 
 
 def head_box(landmarks: np.ndarray, sx: float, sy: float):
@@ -277,14 +286,10 @@ class Perceiver:
                                         opts.head_width)
         # sharpen the soft model output a little before the guided filter restores real edges
         coarse = np.clip((coarse - 0.5) * 1.6 + 0.5, 0.0, 1.0)
-        matte = refine_matte(rgb8, coarse, None, opts.guided_radius, opts.guided_eps, opts.guide_size)
-        if opts.alpha_floor > 0:
-            # the guided filter leaves faint alpha on textured background next to the person:
-            # relit, it shows as a haze of the old background; a small floor removes it
-            f = float(opts.alpha_floor)
-            matte = cv2.addWeighted(matte, 1.0 / (1.0 - f), matte, 0.0, -f / (1.0 - f))
-            np.clip(matte, 0.0, 1.0, out=matte)
-        return matte
+        # the guided filter leaves faint alpha on textured background next to the person:
+        # relit, it shows as a haze of the old background; a small floor removes it
+        return refine_matte(rgb8, coarse, None, opts.guided_radius, opts.guided_eps, opts.guide_size,
+                            floor=max(0.0, float(opts.alpha_floor)))
 
     def reset(self) -> None:
         """Forget the temporal state (call between unrelated clips)."""

@@ -420,23 +420,43 @@ def shadow_map(depth: np.ndarray, direction: np.ndarray, radius: float, reach: f
 
 
 # ----------------------------------------------------------------------------- rendering
-def render_person(input_linear: np.ndarray, perception: Perception, geometry: Geometry, source: SourceLighting,
-                  target: TargetLighting, specular: float = 1.0, options: Optional[RenderOptions] = None) -> np.ndarray:
-    """The relit person, (H, W, 3) float32 scene-linear radiance in the HDRI's units (no
-    exposure). Pixels outside the matte are finite but meaningless."""
+@dataclass
+class PersonFields:
+    """The relit person's smooth per-pixel factors, at the geometry's working resolution:
+    ``fields`` (h, w, 12) float32 = albedo_scale / E_src(n) (3), E_tgt / pi (3), target specular
+    radiance (3), source specular radiance to remove (3). Applied per full-resolution pixel:
+
+        albedo = min(max(I - S_src, I / 2) * inv_src, albedo_max)
+        person = albedo * diffuse + spec            (+ the eyes' catchlights, full resolution)
+    """
+
+    fields: np.ndarray
+    size: Tuple[int, int]  # (H, W) of the frame
+    albedo_max: float
+    catchlights: bool  # whether the eyes get the HDRI's catchlights (see eye_boxes)
+
+
+def person_fields(input_linear: np.ndarray, perception: Perception, geometry: Geometry, source: SourceLighting,
+                  target: TargetLighting, specular: float = 1.0, options: Optional[RenderOptions] = None,
+                  work_image: Optional[np.ndarray] = None) -> PersonFields:
+    """Everything of the render that depends on normals, depth, materials and lights, at the
+    working resolution. ``work_image``: the input already area-averaged to that resolution."""
     opts = options or RenderOptions()
-    img = np.ascontiguousarray(np.asarray(input_linear, dtype=np.float32)[..., :3])
-    H, W = img.shape[:2]
+    H, W = np.shape(input_linear)[:2]
     if geometry.work_normals is not None:
         n = geometry.work_normals.astype(np.float32, copy=False)
     else:
         s = min(1.0, opts.work_size / max(H, W))
-        n = cv2.resize(geometry.normals, (max(1, round(W * s)), max(1, round(H * s))), interpolation=cv2.INTER_AREA)
+        n = cv2.resize(geometry.full_normals(), (max(1, round(W * s)), max(1, round(H * s))),
+                       interpolation=cv2.INTER_AREA)
         n = n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-6)
     h, w = n.shape[:2]
-    face = _at(geometry.face_mask, h, w, cv2.INTER_LINEAR)  # smooth masks: point sampling will do
+    face = _at(geometry.face_at_work(), h, w, cv2.INTER_LINEAR)
     depth = geometry.work_depth if geometry.work_depth is not None and geometry.work_depth.shape == (h, w) else None
-    small = _at(img, h, w, cv2.INTER_LINEAR)  # materials and hair sheen only: coarse is fine
+    if work_image is not None and work_image.shape[:2] == (h, w):
+        small = np.asarray(work_image, np.float32)[..., :3]
+    else:  # materials and hair sheen only: coarse is fine
+        small = _at(np.asarray(input_linear, np.float32)[..., :3], h, w, cv2.INTER_LINEAR)
     matte = _at(perception.matte, h, w, cv2.INTER_LINEAR)
 
     inv_src, spec_src = source_fields(n, face, source, opts)
@@ -456,26 +476,75 @@ def render_person(input_linear: np.ndarray, perception: Perception, geometry: Ge
         k = max(1.0, 0.1 * face_px) if face_px > 0 else 2.0
         mean = cv2.GaussianBlur(hair_rgb, (0, 0), k) / np.maximum(cv2.GaussianBlur(mats.hair, (0, 0), k), 1e-3)[..., None]
         diffuse += spec_hair / np.maximum(mean, 0.01)
+    zero = np.zeros((h, w, 3), np.float32)
+    fields = np.concatenate([inv_src, diffuse, zero if spec is None else spec, zero if spec_src is None else spec_src],
+                            axis=-1).astype(np.float32)
+    catch = bool(opts.catchlights and specular > 0 and perception.face_landmarks and target.sharp_map is not None)
+    return PersonFields(fields=fields, size=(H, W), albedo_max=float(opts.albedo_max), catchlights=catch)
 
-    up = (lambda x: x) if (h, w) == (H, W) else (
-        lambda x: None if x is None else cv2.resize(x, (W, H), interpolation=cv2.INTER_LINEAR))
-    # 3-channel contiguous resizes are much faster than one 9-channel one
-    inv_src, diffuse, spec, spec_src = up(inv_src), up(diffuse), up(spec), up(spec_src)
-    if spec_src is not None:
-        # the source's own sheen is not albedo: remove it (keeping at least half the pixel)
-        img = np.maximum(cv2.subtract(img, spec_src), img * np.float32(0.5))
+
+def upsample_fields(fields: np.ndarray, H: int, W: int, box: Optional[Tuple[int, int, int, int]] = None) -> np.ndarray:
+    """Working-resolution fields -> (H, W, C) bilinear (``cv2.resize``'s convention), or only the
+    full-resolution box (y0, y1, x0, x1)."""
+    h, w, C = fields.shape
+    if box is None or box == (0, H, 0, W):
+        # 3-channel contiguous resizes are much faster than one many-channel one
+        parts = [cv2.resize(np.ascontiguousarray(fields[..., c:c + 3]), (W, H), interpolation=cv2.INTER_LINEAR)
+                 for c in range(0, C, 3)]
+        return np.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
+    y0, y1, x0, x1 = box
+    mx = np.clip((np.arange(x0, x1, dtype=np.float32) + 0.5) * (w / float(W)) - 0.5, 0, w - 1)
+    my = np.clip((np.arange(y0, y1, dtype=np.float32) + 0.5) * (h / float(H)) - 0.5, 0, h - 1)
+    gx, gy = np.meshgrid(mx, my)
+    parts = [cv2.remap(np.ascontiguousarray(fields[..., c:c + 3]), gx, gy, cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_REPLICATE) for c in range(0, C, 3)]
+    return np.concatenate(parts, axis=-1)
+
+
+def apply_fields(img: np.ndarray, pf: PersonFields, perception: Perception, geometry: Geometry,
+                 target: TargetLighting, specular: float = 1.0, options: Optional[RenderOptions] = None,
+                 box: Optional[Tuple[int, int, int, int]] = None) -> np.ndarray:
+    """The relit person at full resolution (the numpy reference of the per-pixel step), over the
+    whole frame or only ``box`` (y0, y1, x0, x1; ``img`` is then that box of the frame)."""
+    opts = options or RenderOptions()
+    H, W = pf.size
+    f = upsample_fields(pf.fields, H, W, box)
+    inv_src, diffuse, spec, spec_src = (np.ascontiguousarray(f[..., c:c + 3]) for c in (0, 3, 6, 9))
+    img = np.ascontiguousarray(np.asarray(img, np.float32)[..., :3])
+    # the source's own sheen is not albedo: remove it (keeping at least half the pixel)
+    img = np.maximum(cv2.subtract(img, spec_src), img * np.float32(0.5))
     # OpenCV's element-wise ops are several times faster than numpy's at this size
     out = cv2.multiply(img, inv_src)
-    amax = float(opts.albedo_max)
+    amax = float(pf.albedo_max)
     cv2.min(out, (amax, amax, amax, amax), dst=out)  # albedo (a bare float would only clip channel 0)
-    if opts.catchlights and specular > 0 and perception.face_landmarks and target.sharp_map is not None:
-        _remove_catchlights(out, perception)
+    origin = (0, 0) if box is None else (box[0], box[2])
+    if pf.catchlights:
+        _remove_catchlights(out, perception, origin, (H, W))
     cv2.multiply(out, diffuse, dst=out)
-    if spec is not None:
-        cv2.add(out, spec, dst=out)
-    if opts.catchlights and specular > 0 and perception.face_landmarks and target.sharp_map is not None:
-        _add_catchlights(out, perception, geometry, target, specular, opts)
+    cv2.add(out, spec, dst=out)
+    if pf.catchlights:
+        _add_catchlights(out, perception, geometry, target, specular, opts, origin, (H, W))
     return out
+
+
+def eye_boxes(perception: Perception, size: Tuple[int, int]) -> List[Tuple[int, int, int, int]]:
+    """(y0, y1, x0, x1) around each iris: the only full-resolution pixels the catchlights touch."""
+    H, W = size
+    boxes = []
+    for cx, cy, r in _iris_circles(perception):
+        x0, x1, y0, y1 = _eye_box(cx, cy, r, H, W)
+        if x1 - x0 >= 2 and y1 - y0 >= 2:
+            boxes.append((y0, y1, x0, x1))
+    return boxes
+
+
+def render_person(input_linear: np.ndarray, perception: Perception, geometry: Geometry, source: SourceLighting,
+                  target: TargetLighting, specular: float = 1.0, options: Optional[RenderOptions] = None,
+                  work_image: Optional[np.ndarray] = None) -> np.ndarray:
+    """The relit person, (H, W, 3) float32 scene-linear radiance in the HDRI's units (no
+    exposure). Pixels outside the matte are finite but meaningless."""
+    pf = person_fields(input_linear, perception, geometry, source, target, specular, options, work_image)
+    return apply_fields(input_linear, pf, perception, geometry, target, specular, options)
 
 
 def _at(x: np.ndarray, h: int, w: int, interpolation=cv2.INTER_AREA) -> np.ndarray:
@@ -706,14 +775,31 @@ def _eye_box(cx, cy, r, H, W):
     return x0, x1, y0, y1
 
 
-def _remove_catchlights(albedo: np.ndarray, perception: Perception) -> None:
+def _in_patch(box, origin, shape):
+    """A frame box (x0, x1, y0, y1) in the coordinates of a patch at ``origin`` (row, col) of
+    ``shape``, or None when the box is not wholly inside the patch."""
+    x0, x1, y0, y1 = box
+    oy, ox = origin
+    x0, x1, y0, y1 = x0 - ox, x1 - ox, y0 - oy, y1 - oy
+    if x0 < 0 or y0 < 0 or x1 > shape[1] or y1 > shape[0]:
+        return None
+    return x0, x1, y0, y1
+
+
+def _remove_catchlights(albedo: np.ndarray, perception: Perception, origin=(0, 0), size=None) -> None:
     """The input's own catchlights (reflections of the source lights in the cornea) are not
-    albedo: in each iris, pixels brighter than the iris' typical level are brought down to it."""
-    H, W = albedo.shape[:2]
+    albedo: in each iris, pixels brighter than the iris' typical level are brought down to it.
+    ``albedo`` is the frame (``size`` (H, W)) or a patch of it whose top-left is ``origin``."""
+    H, W = size or albedo.shape[:2]
     for cx, cy, r in _iris_circles(perception):
-        x0, x1, y0, y1 = _eye_box(cx, cy, r, H, W)
-        if x1 - x0 < 2 or y1 - y0 < 2:
+        box = _eye_box(cx, cy, r, H, W)
+        if box[1] - box[0] < 2 or box[3] - box[2] < 2:
             continue
+        local = _in_patch(box, origin, albedo.shape)
+        if local is None:
+            continue
+        x0, x1, y0, y1 = local
+        cx, cy = cx - origin[1], cy - origin[0]
         patch = albedo[y0:y1, x0:x1]
         yy, xx = np.mgrid[y0:y1, x0:x1]
         inside = (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= r * r
@@ -728,21 +814,29 @@ def _remove_catchlights(albedo: np.ndarray, perception: Perception) -> None:
 
 
 def _add_catchlights(out: np.ndarray, perception: Perception, geometry: Geometry, target: TargetLighting,
-                     specular: float, opts: RenderOptions) -> None:
+                     specular: float, opts: RenderOptions, origin=(0, 0), size=None) -> None:
     """Mirror reflections of the target HDRI in each cornea: the iris is taken as a spherical cap
-    (radius of curvature ~1.3 x the iris radius) on the eye's normal from the geometry."""
-    H, W = out.shape[:2]
+    (radius of curvature ~1.3 x the iris radius) on the eye's normal from the geometry.
+    ``out`` is the frame (``size`` (H, W)) or a patch of it whose top-left is ``origin``."""
+    H, W = size or out.shape[:2]
+    nw = geometry.normals_at_work()
+    h, w = nw.shape[:2]
     for cx, cy, r in _iris_circles(perception):
-        x0, x1, y0, y1 = _eye_box(cx, cy, r, H, W)
-        if x1 - x0 < 2 or y1 - y0 < 2:
+        box = _eye_box(cx, cy, r, H, W)
+        if box[1] - box[0] < 2 or box[3] - box[2] < 2:
             continue
+        local = _in_patch(box, origin, out.shape)
+        if local is None:
+            continue
+        axis = np.asarray(nw[min(h - 1, int(cy * h / H)), min(w - 1, int(cx * w / W))], np.float32)
+        x0, x1, y0, y1 = local
+        cx, cy = cx - origin[1], cy - origin[0]
         yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
         dx, dy = (xx + 0.5 - cx) / (1.3 * r), -(yy + 0.5 - cy) / (1.3 * r)
         rr = dx * dx + dy * dy
         inside = ((xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2) <= r * r
         if not inside.any():
             continue
-        axis = np.asarray(geometry.normals[min(H - 1, int(cy)), min(W - 1, int(cx))], np.float32)
         axis = axis / max(float(np.linalg.norm(axis)), 1e-6)
         nrm = np.stack([dx, dy, np.sqrt(np.maximum(1.0 - rr, 0.0))], axis=-1)
         # tilt the cap by the eye's normal (a rotation taking +z to axis, small-angle form)

@@ -365,15 +365,14 @@ class TemporalStabilizer:
     # ------------------------------------------------------------------ shading
     def geometry(self, geometry: Geometry) -> Geometry:
         """The working-resolution normals (and depth, for cast shadows) blended with the previous
-        frame's, warped along the flow, where it is reliable; the full-resolution normals are
-        re-derived from them."""
+        frame's, warped along the flow, where it is reliable (the full-resolution normals, if any, are
+        then derived from them on request)."""
         o, m = self.options, self.motion
         n = geometry.work_normals
         if n is None:
             return geometry
         n = n.astype(np.float32, copy=False)
         h, w = n.shape[:2]
-        H, W = geometry.normals.shape[:2]
         if o.normals_prefilter > 0:
             # working-resolution steps (the face mesh's occluding edges) jump a whole working
             # pixel as the face moves: an anti-aliasing blur makes them move smoothly
@@ -386,14 +385,13 @@ class TemporalStabilizer:
             self._normals, self._depth = n.copy(), None if depth is None else depth.copy()
             if o.normals_prefilter <= 0:
                 return geometry
-            full = n if (H, W) == (h, w) else cv2.resize(n, (W, H), interpolation=cv2.INTER_LINEAR)
-            return replace(geometry, normals=full, work_normals=self._normals)
+            return replace(geometry, normals=None, work_normals=self._normals, size=geometry.frame_size())
         flow = _resize_flow(m.flow, h, w)
         conf = _resize_to(m.confidence, (h, w))
         keep = np.float32(_keep(o.normals_tau, m.dt))
         keep_face = np.float32(_keep(o.face_normals_tau, m.dt))
         if keep_face != keep:
-            face = _resize_to(geometry.face_mask.astype(np.float32, copy=False), (h, w))
+            face = geometry.face_at_work().astype(np.float32, copy=False)
             keep = keep + (keep_face - keep) * face
         keep = keep * conf
         warped = _warp(prev, flow)
@@ -414,8 +412,8 @@ class TemporalStabilizer:
                 depth = (depth + kd * diff).astype(np.float32)
             self._depth = depth
             changes["work_depth"] = depth
-        changes["normals"] = blended if (H, W) == (h, w) else cv2.resize(blended, (W, H), interpolation=cv2.INTER_LINEAR)
-        return replace(geometry, **changes)
+        # the full-resolution normals (if any were given) no longer match: derived on request
+        return replace(geometry, normals=None, size=geometry.frame_size(), **changes)
 
     # ------------------------------------------------------------------ source lighting
     def source(self, source: SourceLighting) -> SourceLighting:

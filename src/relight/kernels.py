@@ -1,0 +1,207 @@
+"""Fused full-resolution per-pixel kernels (numba), the hot loop of a relighting run.
+
+The render stage computes its smooth factors at a small working resolution
+(:class:`~relight.stages.render.PersonFields`); applying them to the frame, tone mapping,
+compositing over the background and encoding to 8-bit sRGB are all per-pixel operations on the
+full-resolution frame. Done one numpy/OpenCV call at a time they make ~20 passes over 11 MB
+arrays (at 720p) and cost more than everything else together; here they are one pass, split
+over the CPU cores by rows, reading the working-resolution factors with bilinear interpolation
+(the same half-pixel convention as ``cv2.resize(..., INTER_LINEAR)``).
+
+The numpy reference of the same maths is :func:`relight.stages.render.render_person` followed by
+:func:`relight.stages.composite.composite` and :func:`relight.colour.linear_to_srgb8`; the tests
+check that the two agree to 1/255.
+
+Compiled on first use and cached on disk by numba (``cache=True``: in the package's
+``__pycache__``, or numba's user cache directory when that is not writable).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+try:  # pragma: no cover - exercised implicitly
+    import numba
+    from numba import njit, prange
+except ImportError:  # pragma: no cover
+    numba = None
+
+# background modes of :func:`fused_composite8`
+BG_IMAGE = 0  # a full-resolution display-linear image
+BG_COLOUR = 1  # one display-linear colour
+BG_NONE = 2  # transparent: the relit person alone (the caller writes the matte as alpha)
+
+N_FIELDS = 12  # albedo_scale / E_src (3), E_tgt / pi (3), target specular (3), source specular (3)
+N_EDGE_FIELDS = 6  # optional: old background colour (3), person colour (3) near soft edges
+
+
+def available() -> bool:
+    return numba is not None
+
+
+def axis_table(n_out: int, n_in: int):
+    """Bilinear taps along one axis, OpenCV's INTER_LINEAR convention: source coordinate
+    (i + 0.5) * n_in / n_out - 0.5, clamped to the edge. -> (i0 int32, i1 int32, frac float32)."""
+    s = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / float(n_out)) - 0.5
+    s = np.clip(s, 0.0, n_in - 1)
+    i0 = np.floor(s).astype(np.int32)
+    i1 = np.minimum(i0 + 1, n_in - 1).astype(np.int32)
+    return i0, i1, (s - i0).astype(np.float32)
+
+
+if numba is not None:
+
+    @njit(cache=True, fastmath=True, inline="always")
+    def _tone(x, knee, span):
+        if x <= knee:
+            return x if x > 0.0 else 0.0
+        return knee + span * (1.0 - math.exp(-(x - knee) / span))
+
+    @njit(cache=True, fastmath=True, inline="always")
+    def _enc(v, lut):
+        if v <= 0.0:
+            return lut[0]
+        if v >= 1.0:
+            return lut[lut.shape[0] - 1]
+        return lut[int(v * (lut.shape[0] - 1) + 0.5)]
+
+    @njit(cache=True, parallel=True, fastmath=True, nogil=True)
+    def _fused(person_in, lin, fields, y0, y1, fy, x0, x1, fx, matte, weight, bg, bg_mode, bg_colour,
+               gain, amax, strength, knee, lut, edge_lo, edge_hi, out):
+        H, W = matte.shape
+        C = fields.shape[2]
+        decont = C >= 18
+        span = 1.0 - knee
+        for y in prange(H):
+            # the working-resolution fields interpolated to this row, then along it
+            row = np.empty((fields.shape[1], C), np.float32)
+            a0, a1, t = y0[y], y1[y], fy[y]
+            for j in range(fields.shape[1]):
+                for c in range(C):
+                    v0 = fields[a0, j, c]
+                    row[j, c] = v0 + t * (fields[a1, j, c] - v0)
+            px = np.empty(3, np.float32)
+            for x in range(W):
+                b0, b1, u = x0[x], x1[x], fx[x]
+                am = matte[y, x]
+                a = am * weight
+                for c in range(3):
+                    px[c] = person_in[y, x, c]
+                if decont and am >= edge_lo and am <= edge_hi:
+                    # soft edge: the person's own colour without the old background (the
+                    # per-pixel form of relight.stages.composite.solve_edge_pixels)
+                    d1 = 0.0
+                    d2 = 0.0
+                    for c in range(3):
+                        bgc = row[b0, 12 + c] + u * (row[b1, 12 + c] - row[b0, 12 + c])
+                        ff = row[b0, 15 + c] + u * (row[b1, 15 + c] - row[b0, 15 + c])
+                        ff = max(ff, 1e-6)
+                        rest = px[c] - (1.0 - am) * bgc
+                        d1 += ff * rest
+                        d2 += ff * ff
+                    sc = d1 / max(am * d2, 1e-12)
+                    sc = min(max(sc, 0.25), 4.0)
+                    we = min(max((am - 0.7) / 0.25, 0.0), 1.0)
+                    for c in range(3):
+                        bgc = row[b0, 12 + c] + u * (row[b1, 12 + c] - row[b0, 12 + c])
+                        ff = max(row[b0, 15 + c] + u * (row[b1, 15 + c] - row[b0, 15 + c]), 1e-6)
+                        rest = px[c] - (1.0 - am) * bgc
+                        exact = max(rest / max(am, 0.05), 0.0)
+                        px[c] = we * exact + (1.0 - we) * ff * sc
+                for c in range(3):
+                    inv = row[b0, c] + u * (row[b1, c] - row[b0, c])
+                    dif = row[b0, 3 + c] + u * (row[b1, 3 + c] - row[b0, 3 + c])
+                    spc = row[b0, 6 + c] + u * (row[b1, 6 + c] - row[b0, 6 + c])
+                    ssrc = row[b0, 9 + c] + u * (row[b1, 9 + c] - row[b0, 9 + c])
+                    i = px[c]
+                    # the source's own sheen is not albedo (keep at least half the pixel)
+                    i = max(i - ssrc, 0.5 * i)
+                    alb = min(i * inv, amax)
+                    p = _tone((alb * dif + spc) * gain, knee, span)
+                    if strength < 1.0:
+                        p = strength * p + (1.0 - strength) * lin[y, x, c]
+                    if bg_mode == 0:
+                        v = a * p + (1.0 - a) * bg[y, x, c]
+                    elif bg_mode == 1:
+                        v = a * p + (1.0 - a) * bg_colour[c]
+                    else:
+                        v = p
+                    out[y, x, c] = _enc(v, lut)
+
+
+if numba is not None:
+
+    @njit(cache=True, parallel=True, fastmath=True, nogil=True)
+    def _guided(rgb8, coef, y0, y1, fy, x0, x1, fx, floor, out):
+        H, W = out.shape
+        inv = 1.0 / (1.0 - floor)
+        for y in prange(H):
+            row = np.empty((coef.shape[1], 4), np.float32)
+            a0, a1, t = y0[y], y1[y], fy[y]
+            for j in range(coef.shape[1]):
+                for c in range(4):
+                    v0 = coef[a0, j, c]
+                    row[j, c] = v0 + t * (coef[a1, j, c] - v0)
+            for x in range(W):
+                b0, b1, u = x0[x], x1[x], fx[x]
+                q = row[b0, 3] + u * (row[b1, 3] - row[b0, 3])
+                for c in range(3):
+                    q += rgb8[y, x, c] * (row[b0, c] + u * (row[b1, c] - row[b0, c]))
+                q = min(max(q, 0.0), 1.0)
+                if floor > 0.0:
+                    q = min(max((q - floor) * inv, 0.0), 1.0)
+                out[y, x] = q
+
+
+def guided_apply(rgb8: np.ndarray, coef: np.ndarray, floor: float = 0.0) -> np.ndarray:
+    """The full-resolution output of a fast guided filter in one pass: the (h, w, 4) mean
+    coefficients (a_r, a_g, a_b per uint8 guide level, b) upsampled bilinearly, applied to the
+    uint8 guide, clipped to [0, 1], then values below ``floor`` cut and the rest rescaled.
+    -> (H, W) float32."""
+    H, W = rgb8.shape[:2]
+    h, w = coef.shape[:2]
+    y0, y1, fy = axis_table(H, h)
+    x0, x1, fx = axis_table(W, w)
+    out = np.empty((H, W), np.float32)
+    _guided(np.ascontiguousarray(rgb8[..., :3]), _contig(coef), y0, y1, fy, x0, x1, fx, np.float32(floor), out)
+    return out
+
+
+def fused_composite8(person_in: np.ndarray, lin: np.ndarray, fields: np.ndarray, matte: np.ndarray,
+                     weight: float, background, *, gain: float, amax: float, strength: float, knee: float,
+                     lut: np.ndarray, transparent: bool = False, edge_band=(0.02, 0.98)) -> np.ndarray:
+    """One pass: relit person (fields applied to ``person_in``, times ``gain``), tone curve,
+    ``strength`` blend with ``lin``, over ``background`` with alpha ``matte * weight``, 8-bit sRGB.
+
+    ``fields`` (h, w, 12 or 18): :class:`~relight.stages.render.PersonFields`' 12 channels,
+    optionally followed by :func:`~relight.stages.composite.edge_fields`' 6; with those, the
+    pixels whose matte lies in ``edge_band`` are decontaminated first (the old background taken
+    out of soft edges), as :func:`~relight.stages.composite.decontaminate` does.
+
+    ``background``: (H, W, 3) float32 display-linear image, a length-3 colour, or None with
+    ``transparent`` (then the output is the relit person alone). Returns (H, W, 3) uint8."""
+    H, W = matte.shape
+    h, w = fields.shape[:2]
+    y0, y1, fy = axis_table(H, h)
+    x0, x1, fx = axis_table(W, w)
+    if transparent or background is None:
+        mode, bg, colour = BG_NONE, _DUMMY_IMAGE, _DUMMY_COLOUR
+    elif np.ndim(background) == 1 or (np.ndim(background) == 3 and background.strides[:2] == (0, 0)):
+        mode, bg = BG_COLOUR, _DUMMY_IMAGE
+        colour = np.ascontiguousarray(np.asarray(background, np.float32).reshape(-1, 3)[0])
+    else:
+        mode, bg, colour = BG_IMAGE, _contig(background), _DUMMY_COLOUR
+    out = np.empty((H, W, 3), np.uint8)
+    _fused(_contig(person_in), _contig(lin), _contig(fields), y0, y1, fy, x0, x1, fx, _contig(matte),
+           np.float32(weight), bg, mode, colour, np.float32(gain), np.float32(amax), np.float32(strength),
+           np.float32(knee), lut, np.float32(edge_band[0]), np.float32(edge_band[1]), out)
+    return out
+
+
+_DUMMY_IMAGE = np.zeros((1, 1, 3), np.float32)
+_DUMMY_COLOUR = np.zeros(3, np.float32)
+
+
+def _contig(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float32)

@@ -1,0 +1,158 @@
+"""Overlapping decode, processing and encode: a prefetching reader and a background writer.
+
+Decoding (PyAV) and encoding (PyAV/libx264, swscale) release the GIL, so on a 2-core machine
+running them in their own threads next to the processing thread makes a run take about as long
+as its slowest part instead of the sum. Both keep a small bounded queue (frames are streamed,
+never accumulated) and hand exceptions back to the caller's thread, so errors and interrupts
+behave as in a single thread: the reader re-raises the source's error where the frame would have
+been, the writer re-raises the sink's on the next ``write`` or at ``close``.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from time import perf_counter
+from typing import Iterable, Iterator, Optional
+
+_END = object()
+
+
+class Prefetch:
+    """Iterate ``iterable`` in a background thread, ``depth`` items ahead.
+
+    >>> for frame in Prefetch(source):
+    ...     ...
+
+    Closing (or leaving the ``with`` block / abandoning the loop and calling :meth:`close`)
+    stops the thread after the item it is producing."""
+
+    def __init__(self, iterable: Iterable, depth: int = 3):
+        self._it = iter(iterable)
+        self.busy = 0.0  # seconds the thread spent producing items
+        self._q: "queue.Queue" = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="relight-decode", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            t = perf_counter()
+            for item in self._it:
+                self.busy += perf_counter() - t
+                if not self._put((True, item)):
+                    return
+                t = perf_counter()
+        except BaseException as exc:  # handed to the consumer
+            self._put((False, exc))
+            return
+        self._put((True, _END))
+
+    def _put(self, entry) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator:
+        while True:
+            ok, item = self._q.get()
+            if not ok:
+                self.close()
+                raise item
+            if item is _END:
+                self._thread.join()
+                return
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            while True:
+                self._q.get_nowait()
+        except queue.Empty:
+            pass
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> "Prefetch":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class BackgroundWriter:
+    """Call ``sink.write(*args, **kwargs)`` in a background thread, in order.
+
+    ``write`` queues a frame (blocking while ``depth`` frames wait) and re-raises an error the
+    sink raised for an earlier frame; :meth:`close` waits until every queued frame is written and
+    re-raises a pending error. After an error the remaining frames are dropped. Use it as a
+    context manager inside the sink's own ``with`` block, so that the writer has stopped before
+    the sink commits or discards the output."""
+
+    def __init__(self, sink, depth: int = 3):
+        self.sink = sink
+        self.busy = 0.0  # seconds the thread spent in sink.write
+        self._q: "queue.Queue" = queue.Queue(maxsize=max(1, depth))
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, name="relight-encode", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            entry = self._q.get()
+            if entry is _END:
+                return
+            if self._error is not None:
+                continue  # drain
+            args, kwargs = entry
+            t = perf_counter()
+            try:
+                self.sink.write(*args, **kwargs)
+            except BaseException as exc:
+                self._error = exc
+            self.busy += perf_counter() - t
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            exc, self._error = self._error, None
+            raise exc
+
+    def write(self, *args, **kwargs) -> None:
+        self._raise()
+        self._q.put((args, kwargs))
+
+    def close(self) -> None:
+        """Wait for the queued frames, stop the thread, re-raise the sink's error if any."""
+        if self._thread.is_alive():
+            self._q.put(_END)
+            self._thread.join()
+        self._raise()
+
+    def abandon(self) -> None:
+        """Drop the queued frames and stop the thread (after the frame being written)."""
+        self._error = self._error or _Abandoned()
+        try:
+            while True:
+                self._q.get_nowait()
+        except queue.Empty:
+            pass
+        if self._thread.is_alive():
+            self._q.put(_END)
+            self._thread.join()
+
+    def __enter__(self) -> "BackgroundWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abandon()
+
+
+class _Abandoned(Exception):
+    pass

@@ -1,0 +1,119 @@
+"""The speed paths give the same result as the reference steps: the fused full-resolution
+kernel (relight.kernels) against render + composite + sRGB encoding in numpy, and the threaded
+decode/encode against errors in the source or the sink."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from relight import kernels
+from relight.colour import LINEAR_TO_SRGB8_LUT, TONE_KNEE, linear_to_srgb8, srgb_to_linear, tonemap
+from relight.pipeline import Relighter
+from relight.settings import RelightSettings
+from relight.stages.composite import decontaminate, edge_fields
+from relight.threads import BackgroundWriter, Prefetch
+
+pytestmark = pytest.mark.skipif(not kernels.available(), reason="numba is not installed")
+
+
+@pytest.mark.parametrize("background,strength", [("hdri", 1.0), ("source", 0.7), ("#336699", 1.0),
+                                                 ("transparent", 1.0)])
+def test_fused_frame_matches_reference(portrait_rgb, background, strength):
+    """Whole frames (a real face: edges, eyes with catchlights, hair) through both paths."""
+    frame = cv2.resize(portrait_rgb, (301, 233), interpolation=cv2.INTER_AREA)  # odd sizes on purpose
+    with Relighter(RelightSettings(hdri="sunset", background=background, strength=strength), video=False) as r:
+        fused = r.process_composite(frame, encode8=True)
+        ref = r.process_composite(frame, encode8=False)
+    assert fused.rgb8 is not None and fused.rgb8.shape == frame.shape and fused.rgb8.dtype == np.uint8
+    ref8 = linear_to_srgb8(ref.rgb).astype(int)
+    diff = np.abs(fused.rgb8.astype(int) - ref8)
+    if background == "transparent":
+        np.testing.assert_allclose(fused.alpha, ref.alpha, atol=1e-6)
+        diff = diff * (ref.alpha[..., None] > 0.1)  # colour under ~zero alpha is invisible
+    assert diff.max() <= 2, diff.max()
+    assert (diff > 1).mean() < 1e-3
+    # the relit frame is not the input (the test would pass for a no-op otherwise)
+    assert np.abs(fused.rgb8.astype(int) - frame.astype(int)).mean() > 2
+
+
+def test_fused_kernel_pieces_against_numpy():
+    """The kernel alone on random data: bilinear field upsampling (cv2.resize convention), edge
+    decontamination, albedo clip, tone curve, strength, background blend and sRGB encoding."""
+    rng = np.random.default_rng(3)
+    H, W, h, w = 57, 83, 13, 19
+    lin = rng.random((H, W, 3), dtype=np.float32)
+    matte = np.clip(rng.random((H, W), dtype=np.float32) * 1.2 - 0.1, 0, 1)
+    fields = rng.random((h, w, 12), dtype=np.float32) * np.float32(1.5)
+    fields[..., 9:] *= 0.1
+    small = cv2.resize(lin, (w, h), interpolation=cv2.INTER_AREA)
+    edges = edge_fields(small, cv2.resize(matte, (w, h), interpolation=cv2.INTER_AREA), 2.0)
+    bg = rng.random((H, W, 3), dtype=np.float32)
+    gain, amax, strength, weight = 1.7, 0.9, 0.8, 0.6
+    out = kernels.fused_composite8(lin, lin, np.concatenate([fields, edges], -1), matte, weight, bg, gain=gain,
+                                   amax=amax, strength=strength, knee=TONE_KNEE, lut=LINEAR_TO_SRGB8_LUT)
+    up = cv2.resize(fields, (W, H), interpolation=cv2.INTER_LINEAR) if fields.shape[2] <= 4 else np.concatenate(
+        [cv2.resize(np.ascontiguousarray(fields[..., c:c + 3]), (W, H), interpolation=cv2.INTER_LINEAR)
+         for c in range(0, 12, 3)], -1)
+    img = decontaminate(lin, matte, fields=edges)
+    img = np.maximum(img - up[..., 9:12], 0.5 * img)
+    person = np.minimum(img * up[..., 0:3], amax) * up[..., 3:6] + up[..., 6:9]
+    relit = strength * tonemap(person * gain) + (1 - strength) * lin
+    a = (matte * weight)[..., None]
+    ref = linear_to_srgb8(a * relit + (1 - a) * bg).astype(int)
+    diff = np.abs(out.astype(int) - ref)
+    assert diff.max() <= 2 and (diff > 1).mean() < 2e-3
+
+
+def test_prefetch_passes_items_and_errors_in_order():
+    assert list(Prefetch(range(50), depth=2)) == list(range(50))
+
+    def broken():
+        yield 1
+        yield 2
+        raise ValueError("bad packet")
+
+    got = []
+    with pytest.raises(ValueError, match="bad packet"):
+        for x in Prefetch(broken()):
+            got.append(x)
+    assert got == [1, 2]
+
+
+def test_background_writer_writes_in_order_and_reraises():
+    class Sink:
+        def __init__(self, fail_at=None):
+            self.items, self.fail_at = [], fail_at
+
+        def write(self, x, alpha=None, time=None):
+            if x == self.fail_at:
+                raise OSError("disk full")
+            self.items.append((x, time))
+
+    sink = Sink()
+    with BackgroundWriter(sink, depth=2) as w:
+        for i in range(30):
+            w.write(i, None, time=i / 30)
+    assert sink.items == [(i, i / 30) for i in range(30)]
+
+    sink = Sink(fail_at=5)
+    with pytest.raises(OSError, match="disk full"):
+        with BackgroundWriter(sink, depth=2) as w:
+            for i in range(30):
+                w.write(i)
+    assert [x for x, _ in sink.items] == [0, 1, 2, 3, 4]
+
+
+def test_guided_matte_kernel_matches_opencv_path(portrait_rgb, monkeypatch):
+    from relight.stages import perception as P
+
+    img = cv2.resize(portrait_rgb, (417, 263), interpolation=cv2.INTER_LINEAR)
+    coarse = np.zeros((40, 64), np.float32)
+    cv2.circle(coarse, (32, 20), 12, 1.0, -1)
+    coarse = cv2.GaussianBlur(coarse, (0, 0), 2)
+    fast = P.refine_matte(img, coarse, floor=0.05)
+    monkeypatch.setattr(kernels, "available", lambda: False)
+    ref = P.refine_matte(img, coarse, floor=0.05)
+    assert fast.shape == ref.shape == (263, 417) and fast.dtype == np.float32
+    assert np.abs(fast - ref).max() < 1e-4
+    assert 0.05 < float((fast > 0.5).mean()) < 0.6  # a real matte, not all or nothing
