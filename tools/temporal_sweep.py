@@ -163,16 +163,6 @@ def summary_line(cells: Sequence[dict]) -> str:
     return text
 
 
-def _json_safe(x):
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
 # ============================================================================= command line
 def find_clips(items: Sequence[str]) -> List[str]:
     clips: List[str] = []
@@ -239,7 +229,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError:
         raise SystemExit(f"temporal_sweep: error: --autorotate must be comma-separated numbers, got {args.autorotate!r}")
     check_hdris(hdris)
-    from relight.evaluate_video import FLOW_SIZE
+    from relight.evaluate_video import FLOW_SIZE, _json_safe
 
     flow_size = FLOW_SIZE if args.flow_size is None else args.flow_size
     if not 32 <= flow_size <= 4096:

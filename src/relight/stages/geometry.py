@@ -18,7 +18,7 @@ A depth map comes with the normals (working resolution, working-pixel units, lar
 camera), for cast shadows: the face mesh's own depth on the face, the inflation height
 elsewhere, the two joined by matching their levels around the face.
 
-Everything is computed at a small working resolution and upsampled; the shading that uses these
+Everything is computed at a small working resolution (and upsampled only on request); the shading that uses these
 normals is smooth, the fine detail comes from the image itself (see :mod:`.render`).
 
 Landmark frame -> camera frame: MediaPipe landmarks are (x right, y down, z away from the
