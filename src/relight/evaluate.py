@@ -549,11 +549,12 @@ def normals_check(data: LightStage, renders: Sequence[Render], progress: Optiona
             geometry = estimate_geometry(perception, h, w)
             mask = data.mask(r)
             face = mask & (np.asarray(geometry.full_face_mask()) > 0.5)
+            normals = geometry.full_normals()
             gt = data.normals(r)
             rows.append({
                 "render": r.dir, "pose": r.pose,
-                "mean_angle_deg": normals_angle_error(geometry.full_normals(), gt, mask),
-                "face_mean_angle_deg": normals_angle_error(geometry.full_normals(), gt, face) if face.any() else None,
+                "mean_angle_deg": normals_angle_error(normals, gt, mask),
+                "face_mean_angle_deg": normals_angle_error(normals, gt, face) if face.any() else None,
                 "face_pixels": int(face.sum()), "pixels": int(mask.sum()),
                 "faces_found": len(perception.face_landmarks),
             })

@@ -71,7 +71,7 @@ if numba is not None:
                gain, amax, strength, knee, lut, edge_lo, edge_hi, out):
         H, W = matte.shape
         C = fields.shape[2]
-        decont = C >= 18
+        decont = C >= N_FIELDS + N_EDGE_FIELDS
         span = 1.0 - knee
         for y in prange(H):
             # the working-resolution fields interpolated to this row, then along it

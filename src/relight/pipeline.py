@@ -196,11 +196,11 @@ class Relighter:
             if weight > 0.0:
                 # the analysis stages share one working-resolution copy of the input and matte
                 wh, ww, _ = work_shape(h, w, GeometryOptions().work_size)
-                work = _Work(image=_shrink(lin, wh, ww), matte=_shrink(perception.matte, wh, ww))
+                work_image, work_matte = _shrink(lin, wh, ww), _shrink(perception.matte, wh, ww)
                 # the old background's and the person's colours near soft edges (hair): the
                 # edge pixels are decontaminated with them when the person is rendered
-                work.edges = composite_stage.edge_fields(work.image, work.matte,
-                                                         composite_stage.edge_sigma(h, w) * ww / float(w))
+                work = _Work(image=work_image, matte=work_matte, edges=composite_stage.edge_fields(
+                    work_image, work_matte, composite_stage.edge_sigma(h, w) * ww / float(w)))
                 t = self.timer.add("edges", t)
                 geometry = estimate_geometry(perception, h, w, work_matte=work.matte)
                 if ts is not None:
@@ -250,8 +250,8 @@ class Relighter:
         s = self.settings
         matte = perception.matte
         H, W = matte.shape
-        bg = maker.make_display(index, lin, matte if weight >= 1.0 else matte * np.float32(weight), pan,
-                                self.exposure)
+        alpha = matte if weight >= 1.0 else matte * np.float32(weight)  # what the compositor uses
+        bg = maker.make_display(index, lin, alpha, pan, self.exposure)
         transparent = maker.transparent
         fields = np.concatenate([pf.fields, work.edges], axis=-1)
         rgb8 = kernels.fused_composite8(lin, lin, fields, matte, weight, bg, gain=gain, amax=pf.albedo_max,
@@ -271,11 +271,11 @@ class Relighter:
                 person = apply_fields(person_in, pf, perception, geometry, target, specular=s.specular, box=box)
                 person *= np.float32(gain)
                 patch_bg = None if bg is None else (bg if np.ndim(bg) == 1 else bg[y0:y1, x0:x1])
-                comp = composite_stage.composite(person, lin[y0:y1, x0:x1], m * np.float32(weight), patch_bg,
+                comp = composite_stage.composite(person, lin[y0:y1, x0:x1], alpha[y0:y1, x0:x1], patch_bg,
                                                  strength=s.strength, scene_linear=False, background_is_scene=False)
                 rgb8[y0:y1, x0:x1] = linear_to_srgb8(comp.rgb)
-        alpha = matte * np.float32(weight) if transparent else None
-        return composite_stage.Composite(rgb=None, alpha=alpha, scene_linear=False, rgb8=rgb8)
+        return composite_stage.Composite(rgb=None, alpha=alpha if transparent else None, scene_linear=False,
+                                         rgb8=rgb8)
 
     def process(self, image: np.ndarray, time: float = 0.0, matte: Optional[np.ndarray] = None) -> np.ndarray:
         """Relight one frame; see the class docstring for types."""
@@ -290,7 +290,7 @@ class _Work:
 
     image: np.ndarray  # (h, w, 3) linear input, area-averaged
     matte: np.ndarray  # (h, w)
-    edges: Optional[np.ndarray] = None  # (h, w, 6) composite.edge_fields
+    edges: np.ndarray  # (h, w, 6) composite.edge_fields
 
 
 def _shrink(x: np.ndarray, h: int, w: int) -> np.ndarray:

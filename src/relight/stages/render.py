@@ -529,13 +529,7 @@ def apply_fields(img: np.ndarray, pf: PersonFields, perception: Perception, geom
 
 def eye_boxes(perception: Perception, size: Tuple[int, int]) -> List[Tuple[int, int, int, int]]:
     """(y0, y1, x0, x1) around each iris: the only full-resolution pixels the catchlights touch."""
-    H, W = size
-    boxes = []
-    for cx, cy, r in _iris_circles(perception):
-        x0, x1, y0, y1 = _eye_box(cx, cy, r, H, W)
-        if x1 - x0 >= 2 and y1 - y0 >= 2:
-            boxes.append((y0, y1, x0, x1))
-    return boxes
+    return [(y0, y1, x0, x1) for _, _, _, (x0, x1, y0, y1) in _irises(perception, *size)]
 
 
 def render_person(input_linear: np.ndarray, perception: Perception, geometry: Geometry, source: SourceLighting,
@@ -775,31 +769,33 @@ def _eye_box(cx, cy, r, H, W):
     return x0, x1, y0, y1
 
 
-def _in_patch(box, origin, shape):
-    """A frame box (x0, x1, y0, y1) in the coordinates of a patch at ``origin`` (row, col) of
-    ``shape``, or None when the box is not wholly inside the patch."""
-    x0, x1, y0, y1 = box
+def _irises(perception: Perception, H: int, W: int):
+    """(cx, cy, r, box (x0, x1, y0, y1)) of each iris whose box in the H x W frame is at least
+    2 x 2 pixels."""
+    for cx, cy, r in _iris_circles(perception):
+        box = _eye_box(cx, cy, r, H, W)
+        if box[1] - box[0] >= 2 and box[3] - box[2] >= 2:
+            yield cx, cy, r, box
+
+
+def _irises_in_patch(perception: Perception, origin, shape, size):
+    """The irises of :func:`_irises` that lie wholly inside a patch at ``origin`` (row, col) of
+    ``shape`` of a ``size`` (H, W) frame, in the patch's coordinates: (cx, cy, r, box, (frame cx,
+    frame cy))."""
     oy, ox = origin
-    x0, x1, y0, y1 = x0 - ox, x1 - ox, y0 - oy, y1 - oy
-    if x0 < 0 or y0 < 0 or x1 > shape[1] or y1 > shape[0]:
-        return None
-    return x0, x1, y0, y1
+    for cx, cy, r, (x0, x1, y0, y1) in _irises(perception, *size):
+        x0, x1, y0, y1 = x0 - ox, x1 - ox, y0 - oy, y1 - oy
+        if x0 < 0 or y0 < 0 or x1 > shape[1] or y1 > shape[0]:
+            continue
+        yield cx - ox, cy - oy, r, (x0, x1, y0, y1), (cx, cy)
 
 
 def _remove_catchlights(albedo: np.ndarray, perception: Perception, origin=(0, 0), size=None) -> None:
     """The input's own catchlights (reflections of the source lights in the cornea) are not
     albedo: in each iris, pixels brighter than the iris' typical level are brought down to it.
     ``albedo`` is the frame (``size`` (H, W)) or a patch of it whose top-left is ``origin``."""
-    H, W = size or albedo.shape[:2]
-    for cx, cy, r in _iris_circles(perception):
-        box = _eye_box(cx, cy, r, H, W)
-        if box[1] - box[0] < 2 or box[3] - box[2] < 2:
-            continue
-        local = _in_patch(box, origin, albedo.shape)
-        if local is None:
-            continue
-        x0, x1, y0, y1 = local
-        cx, cy = cx - origin[1], cy - origin[0]
+    for cx, cy, r, (x0, x1, y0, y1), _ in _irises_in_patch(perception, origin, albedo.shape,
+                                                            size or albedo.shape[:2]):
         patch = albedo[y0:y1, x0:x1]
         yy, xx = np.mgrid[y0:y1, x0:x1]
         inside = (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= r * r
@@ -821,16 +817,8 @@ def _add_catchlights(out: np.ndarray, perception: Perception, geometry: Geometry
     H, W = size or out.shape[:2]
     nw = geometry.normals_at_work()
     h, w = nw.shape[:2]
-    for cx, cy, r in _iris_circles(perception):
-        box = _eye_box(cx, cy, r, H, W)
-        if box[1] - box[0] < 2 or box[3] - box[2] < 2:
-            continue
-        local = _in_patch(box, origin, out.shape)
-        if local is None:
-            continue
-        axis = np.asarray(nw[min(h - 1, int(cy * h / H)), min(w - 1, int(cx * w / W))], np.float32)
-        x0, x1, y0, y1 = local
-        cx, cy = cx - origin[1], cy - origin[0]
+    for cx, cy, r, (x0, x1, y0, y1), (fx, fy) in _irises_in_patch(perception, origin, out.shape, (H, W)):
+        axis = np.asarray(nw[min(h - 1, int(fy * h / H)), min(w - 1, int(fx * w / W))], np.float32)
         yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
         dx, dy = (xx + 0.5 - cx) / (1.3 * r), -(yy + 0.5 - cy) / (1.3 * r)
         rr = dx * dx + dy * dy
