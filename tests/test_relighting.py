@@ -16,7 +16,7 @@ import pytest
 from relight.envmap import eval_sh, irradiance_sh, pixel_grid, project_sh, solid_angles, uv_to_direction
 from relight.stages.geometry import GeometryOptions, estimate_geometry, inflate_silhouette, rasterize_faces
 from relight.stages.lighting import LightingOptions, dominant_direction, estimate_source_lighting
-from relight.stages.render import auto_exposure, prepare_target, render_person
+from relight.stages.render import RenderOptions, auto_exposure, prepare_target, render_person
 from relight.types import Geometry, Perception, SourceLighting, TargetLighting
 
 ASSET = Path(__file__).resolve().parents[1] / "src" / "relight" / "assets" / "astronaut.jpg"
@@ -91,7 +91,9 @@ def test_relit_sphere_matches_direct_render_and_bright_side_flips():
     hdri_b = make_hdri(0.75)  # light from the right (+x)
     img_a, per, geo, n, matte = sphere_scene(hdri_a)
     src = estimate_source_lighting(img_a, per, geo, PLAIN_FIT)
-    relit = render_person(img_a, per, geo, src, prepare_target(hdri_b, 0.0), specular=0.0)
+    # the physical render (no fill floor under the shadow side)
+    relit = render_person(img_a, per, geo, src, prepare_target(hdri_b, 0.0), specular=0.0,
+                          options=RenderOptions(fill=0.0))
     # the target's light is rendered as a light (sharp terminator), not as order-2 SH: the
     # reference is the exact irradiance of hdri_b
     direct_b = 0.5 / math.pi * brute_irradiance(hdri_b, n)
@@ -113,6 +115,26 @@ def test_relit_sphere_matches_direct_render_and_bright_side_flips():
     right = inner & (n[..., 0] > 0.3)
     assert img_a[left].mean() > 1.5 * img_a[right].mean()  # input: lit from the left
     assert relit[right].mean() > 1.5 * relit[left].mean()  # relit: lit from the right
+
+
+def test_fill_lifts_only_the_shadow_side_of_a_hard_key():
+    """A hard key with a black fill (no ambient): the default fill floor keeps the unlit side of
+    the sphere readable (at least about ``fill`` x the mean frontal level) and leaves the lit
+    side as it was."""
+    hdri_a = make_hdri(0.5, 0.45, ambient=(0.3, 0.3, 0.3))
+    img_a, per, geo, n, matte = sphere_scene(hdri_a)
+    src = estimate_source_lighting(img_a, per, geo, PLAIN_FIT)
+    hdri_b = make_hdri(0.75, ambient=(0.0, 0.0, 0.0))  # key from the right, nothing else
+    target = prepare_target(hdri_b, 0.0)
+    plain = render_person(img_a, per, geo, src, target, specular=0.0, options=RenderOptions(fill=0.0))
+    filled = render_person(img_a, per, geo, src, target, specular=0.0, options=RenderOptions(fill=0.2))
+    inner = (np.linalg.norm(n[..., :2], axis=-1) < 0.9) & (matte > 0)
+    dark = inner & (n[..., 0] < -0.5)  # facing away from the key
+    lit = inner & (n @ np.array([0.9, 0.15, 0.4], np.float32) > 0.8)
+    front = float(plain[inner].mean())
+    assert plain[dark].mean() < 0.02 * front  # a black fill: the shadow side is crushed
+    assert filled[dark].mean() > 0.1 * front  # lifted
+    assert filled[lit].mean() == pytest.approx(plain[lit].mean(), rel=0.03)  # the key side is unchanged
 
 
 def test_relit_sphere_plausible_absolute_albedo():

@@ -69,8 +69,10 @@ class RenderOptions:
     f0_other: float = 0.03
     fresnel_max: float = 0.12
     fresnel_max_other: float = 0.06  # cloth, long hair: rough and self-shadowing, little grazing gain
-    # specular weight per material, relative to a physically plain reflection of the map
-    skin_weight: float = 1.0
+    # specular weight per material, relative to a physically plain reflection of the map; skin's
+    # is below 1 because the input's own sheen stays in the de-lit albedo (remove_source_specular
+    # is off): a full reflection on top veils the face's fine detail (pores, lashes) in a bright sky
+    skin_weight: float = 0.7
     lips_weight: float = 1.6
     hair_weight: float = 1.0
     other_weight: float = 0.35  # clothes, neck, arms, long hair: rough (their own sheen is in the input already)
@@ -94,6 +96,12 @@ class RenderOptions:
     # eyes
     catchlights: bool = True
     cornea_f0: float = 0.025
+    # fill: the target's diffuse irradiance is kept above this fraction of what a frontal face
+    # receives on average (a soft floor, sqrt(E^2 + floor^2)), as a cinematographer's fill light
+    # keeps the shadow side of a hard key readable. Without it a hard key (the studio preset)
+    # crushes half the face to a few 8-bit codes: its detail is lost and what is left is
+    # mostly quantisation that flickers as the face moves.
+    fill: float = 0.2
 
 
 # ----------------------------------------------------------------------------- lights
@@ -694,6 +702,10 @@ def target_fields(n: np.ndarray, depth: Optional[np.ndarray], mats: Materials, t
                     if vis is not None:
                         lobe *= vis
                     spec += lobe[..., None] * pw[None, None, :]
+    if opts.fill > 0:  # a soft floor under the diffuse irradiance (see RenderOptions.fill)
+        ref = np.maximum(eval_sh(np.asarray(target.sh, np.float32), front_normals()), 0.0).mean(axis=0)
+        floor = np.square(np.float32(opts.fill) * ref.astype(np.float32))
+        e = np.sqrt(e * e + floor[None, None, :])
     diffuse = np.ascontiguousarray(e * np.float32(1.0 / math.pi), dtype=np.float32)
     spec_hair = None
     if spec is not None:
