@@ -244,10 +244,13 @@ def test_autorotate_follows_frame_time(portrait_rgb):
     with Relighter(s) as r:
         assert r.pan_at(0.0) == pytest.approx(10.0)
         assert r.pan_at(1.5) == pytest.approx(55.0)
-    # the same moment of the rotation gives the same frame at any frame rate
+    # the same moment of the rotation gives the same frame at any frame rate (to within one 8-bit
+    # level: the shading fields' recursive blend follows the rotation with a time constant in
+    # seconds, which a different frame step discretises a little differently)
     a, _ = _run([portrait_rgb] * 7, s, fps=30.0)  # frame 6 at t = 0.2 s
     b, _ = _run([portrait_rgb] * 11, s, fps=50.0)  # frame 10 at t = 0.2 s
-    assert np.array_equal(a[6], b[10])
+    assert int(np.abs(a[6].astype(np.int16) - b[10].astype(np.int16)).max()) <= 1
+    assert _mad(a[6], b[10]) < 0.01
     # a still subject under a rotating light: the frame changes smoothly (no jumps)
     d = [_mad(a[i], a[i - 1]) for i in range(1, 7)]
     assert max(d) > 0

@@ -8,7 +8,8 @@ CLIPS are video files or directories (every .mp4/.mov/.mkv directly inside). Eac
 (clip, HDRI, autorotate) relights the clip in memory with
 :func:`relight.evaluate_video.evaluate_relight` (the same measurement as
 ``relight eval-video CLIP --hdri H --autorotate A``: frames measured before encoding) and
-gives one row of a markdown table: frames, warp-error ratio, detail SSIM (face), exposure
+gives one row of a markdown table: frames, warp-error ratio, flicker ratio (second order: a steady
+--autorotate rotation cancels in it; informational), detail SSIM (face), exposure
 pumping of input and output (%/frame) and PASS/FAIL against the targets
 
     warp-error ratio <= 1.10,  detail SSIM >= 0.80,  output pumping <= input pumping
@@ -110,15 +111,15 @@ def progress_line(k: int, n: int, cell: dict) -> str:
 
 
 def format_markdown(cells: Sequence[dict]) -> str:
-    lines = ["| clip | hdri | autorotate (deg/s) | frames | warp-error ratio | detail SSIM | pumping in (%/frame) "
-             "| pumping out (%/frame) | result |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["| clip | hdri | autorotate (deg/s) | frames | warp-error ratio | flicker ratio | detail SSIM "
+             "| pumping in (%/frame) | pumping out (%/frame) | result |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for c in cells:
         r = c.get("result")
         if r is None:
-            vals = ["", "", "", "", ""]
+            vals = ["", "", "", "", "", ""]
         else:
-            vals = [str(r["frames"]), _num(r["warp_error_ratio"]), _num(r["detail_ssim"]),
+            vals = [str(r["frames"]), _num(r["warp_error_ratio"]), _num(r.get("flicker_ratio")), _num(r["detail_ssim"]),
                     _num(r["input"]["pumping_pct"]), _num(r["output"]["pumping_pct"])]
         lines.append(f"| {Path(c['clip']).name} | {c['hdri']} | {c['autorotate']:g} | " + " | ".join(vals)
                      + f" | {verdict(c)} |")

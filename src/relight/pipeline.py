@@ -226,6 +226,8 @@ class Relighter:
             return out
         target = self.target_hdri.target(pan)
         pf = person_fields(lin, perception, geometry, source, target, specular=s.specular, work_image=work.image)
+        if ts is not None:
+            pf.fields = ts.fields(pf.fields)
         gain = float(self.exposure * s.fg_gain)
         if encode8 and not scene_linear and kernels.available():
             t = self.timer.add("render", t)

@@ -25,6 +25,10 @@ them and keeps one shot's state (see :class:`TemporalStabilizer`):
   and depth (all the shading and the cast shadows are functions of them and of the lighting),
   so the shading moves with the person and is re-estimated only gradually; a large change of a
   normal (a head turning) passes quickly.
+* **shading fields**: the render's working-resolution factors (the gain the person is
+  multiplied by, its highlights) get the same motion-compensated blend (``fields_tau``,
+  ``fields_tol`` on the log gain), which also steadies what the normals do not decide: the
+  materials, the hair sheen, the cast shadows and the source fit's spatial shape.
 * **source lighting**: the fitted SH irradiance and its albedo scale averaged over a sliding
   time window (triangular weights, ``source_window`` seconds; the scale geometrically), so the
   exposure of the de-lit person does not pump (a finite window: its state is the same in a
@@ -79,6 +83,9 @@ class TemporalOptions:
     # much more than this fraction of the working image's longest side
     normals_prefilter: float = 0.0  # Gaussian sigma (working pixels) against aliasing of face-mesh edges (off: the
     # geometry stage's own ``smooth`` does this)
+    fields_tau: float = 0.6  # seconds: the same for the render's shading fields (the gain the person is multiplied
+    fields_tol: float = 0.4  # by), scaled down where the new gain differs from the warped one by much more than this
+    # (natural log: 0.4 ~ 50%)
     # source lighting: sliding window
     source_window: float = 0.6  # seconds
     # presence of a person (matte coverage of the frame, with hysteresis) and the fade of the effect
@@ -188,6 +195,7 @@ class TemporalStabilizer:
         self._matte_small: Optional[np.ndarray] = None
         self._normals: Optional[np.ndarray] = None
         self._depth: Optional[np.ndarray] = None
+        self._fields: Optional[np.ndarray] = None
         self._sources: Deque[Tuple[float, np.ndarray, float]] = deque()
         self._time = 0.0  # shot time: sum of the frame steps since the reset
         self._shot_frames = 0
@@ -254,7 +262,7 @@ class TemporalStabilizer:
     def skip(self) -> None:
         """This frame's shading was not estimated (no person): the carried normals are dropped,
         so they are not blended into a later frame they no longer belong to."""
-        self._normals = self._depth = None
+        self._normals = self._depth = self._fields = None
 
     # ------------------------------------------------------------------ landmarks
     def faces(self, faces: List[np.ndarray], image_hw: Tuple[int, int]) -> List[np.ndarray]:
@@ -414,6 +422,35 @@ class TemporalStabilizer:
             changes["work_depth"] = depth
         # the full-resolution normals (if any were given) no longer match: derived on request
         return replace(geometry, normals=None, size=geometry.frame_size(), **changes)
+
+    def fields(self, fields: np.ndarray) -> np.ndarray:
+        """The render's working-resolution shading fields (see
+        :class:`~relight.stages.render.PersonFields`: de-lighting, target diffuse and specular,
+        source specular) blended with the previous frame's, warped along the flow, where it is
+        reliable and the two agree: the gain the person is multiplied by moves with the person
+        and is re-estimated only gradually (whatever made it change: the normals, the materials,
+        the cast shadows, the source fit), while a large change (a head turning into the light, a
+        new pose) passes within a few frames."""
+        o, m = self.options, self.motion
+        prev = self._fields
+        if o.fields_tau <= 0 or m is None or m.flow is None or prev is None or prev.shape != fields.shape:
+            self._fields = fields
+            return fields
+        h, w, C = fields.shape
+        flow = _resize_flow(m.flow, h, w)
+        conf = _resize_to(m.confidence, (h, w))
+        warped = np.concatenate([_warp(np.ascontiguousarray(prev[..., c:c + 3]), flow) for c in range(0, C, 3)],
+                                axis=-1)
+
+        def log_gain(f):  # log of the mean-channel diffuse gain (de-lighting x target)
+            return np.log(np.maximum(np.einsum("hwc,hwc->hw", f[..., 0:3], f[..., 3:6]) * np.float32(1.0 / 3.0),
+                                     np.float32(1e-4)))
+
+        d = log_gain(warped) - log_gain(fields)
+        k = np.float32(_keep(o.fields_tau, m.dt)) * conf * np.exp(-np.square(d * np.float32(1.0 / o.fields_tol)))
+        out = (fields + k[..., None] * (warped - fields)).astype(np.float32)
+        self._fields = out
+        return out
 
     # ------------------------------------------------------------------ source lighting
     def source(self, source: SourceLighting) -> SourceLighting:
