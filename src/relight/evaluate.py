@@ -1047,25 +1047,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def main_eval(argv: Optional[Sequence[str]] = None) -> int:
-    """``relight eval`` as a standalone entry point: returns the exit code."""
-    p = argparse.ArgumentParser(prog="relight eval", description="Measure relighting accuracy on a light-stage set.")
-    add_eval_arguments(p)
-    try:
-        args = p.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    try:
-        return cmd_eval(args)
-    except RelightError as exc:
-        if args.debug:
-            import traceback
+    """``relight eval`` as a standalone entry point (``python -m relight.evaluate``): the same
+    command, errors and exit codes as through ``relight``."""
+    from .cli import main
 
-            traceback.print_exc()
-        print(f"relight: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("\nrelight: interrupted", file=sys.stderr)
-        return 130
+    return main(["eval", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -76,7 +76,7 @@ import cv2
 import numpy as np
 
 from .colour import SRGB8_TO_LINEAR, REC709_LUMA
-from .errors import InputError, RelightError, UsageError
+from .errors import InputError, UsageError
 
 FLOW_SIZE = 640
 FB_ALPHA = 0.01  # forward-backward consistency: |b + f|^2 <= FB_ALPHA (|b|^2 + |f|^2) + FB_BETA
@@ -600,22 +600,11 @@ def cmd_eval_video(args: argparse.Namespace) -> int:
 
 
 def main_eval_video(argv: Optional[Sequence[str]] = None) -> int:
-    """``relight eval-video`` as a standalone entry point (``python -m relight.evaluate_video``)."""
-    p = argparse.ArgumentParser(prog="relight eval-video", description="Measure the temporal stability of a relit video.")
-    add_eval_video_arguments(p)
-    try:
-        args = p.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    try:
-        return cmd_eval_video(args)
-    except RelightError as exc:
-        if args.debug:
-            import traceback
+    """``relight eval-video`` as a standalone entry point (``python -m relight.evaluate_video``):
+    the same command, errors and exit codes as through ``relight``."""
+    from .cli import main
 
-            traceback.print_exc()
-        print(f"relight: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    return main(["eval-video", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
