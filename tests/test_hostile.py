@@ -581,8 +581,8 @@ def test_unwritable_directory(tmp_path, portrait_png, capsys):
     assert "not a directory" in one_error_line(capsys)
 
 
-def _full_disk(monkeypatch):
-    """Temporary outputs go to /dev/full, where every write fails with ENOSPC."""
+def _temp_files_on_full_disk(monkeypatch):
+    """Temporary output files go to /dev/full, where every write fails with ENOSPC."""
     real = encode._reserve_temp_file
 
     def reserve(target):
@@ -592,6 +592,11 @@ def _full_disk(monkeypatch):
         return path
 
     monkeypatch.setattr(encode, "_reserve_temp_file", reserve)
+
+
+def _full_disk(monkeypatch):
+    """Every output write fails with ENOSPC: temporary files and image sequences alike."""
+    _temp_files_on_full_disk(monkeypatch)
 
     def write_image(path, ext, rgb, alpha):  # sequences write into a temporary folder
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -614,15 +619,7 @@ def test_disk_full_video_leaves_nothing(tmp_path, monkeypatch, name):
 
 @pytest.mark.parametrize("name", ["o.png", "o.jpg", "o.exr"])
 def test_disk_full_image_through_cli(tmp_path, portrait_png, monkeypatch, capsys, name):
-    real = encode._reserve_temp_file
-
-    def reserve(target):
-        path = real(target)
-        os.unlink(path)
-        os.symlink("/dev/full", path)
-        return path
-
-    monkeypatch.setattr(encode, "_reserve_temp_file", reserve)
+    _temp_files_on_full_disk(monkeypatch)
     out = tmp_path / "out"
     out.mkdir()
     assert run_cli("run", portrait_png, "--hdri", "studio", "-o", out / name) == 4

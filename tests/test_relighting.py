@@ -274,6 +274,16 @@ def synthetic_face(size: int = 160, radius: float = 55.0, sphere_r: float = 62.0
     return lm, c, sphere_r
 
 
+def synthetic_face_geometry(size: int = 160):
+    """The synthetic face inside an oval person matte, and its estimated geometry at full
+    resolution: (landmarks, centre, sphere radius, yy, xx, matte, geometry)."""
+    lm, c, R = synthetic_face(size)
+    yy, xx = np.mgrid[0:size, 0:size]
+    matte = (((xx - c) / 70.0) ** 2 + ((yy - c) / 75.0) ** 2 < 1).astype(np.float32)
+    geo = estimate_geometry(Perception(matte=matte, face_landmarks=[lm]), size, size, GeometryOptions(work_size=size))
+    return lm, c, R, yy, xx, matte, geo
+
+
 def test_face_mesh_rasteriser_normals():
     size = 160
     lm, c, R = synthetic_face(size)
@@ -297,10 +307,7 @@ def test_face_mesh_rasteriser_normals():
 
 def test_geometry_blends_face_and_body_without_seams():
     size = 160
-    lm, c, R = synthetic_face(size)
-    yy, xx = np.mgrid[0:size, 0:size]
-    matte = (((xx - c) / 70.0) ** 2 + ((yy - c) / 75.0) ** 2 < 1).astype(np.float32)
-    geo = estimate_geometry(Perception(matte=matte, face_landmarks=[lm]), size, size, GeometryOptions(work_size=size))
+    lm, c, R, yy, xx, matte, geo = synthetic_face_geometry(size)
     assert geo.full_normals().shape == (size, size, 3) and geo.full_face_mask().shape == (size, size)
     assert geo.work_normals is not None
     assert np.allclose(np.linalg.norm(geo.full_normals(), axis=-1), 1.0, atol=0.03)

@@ -25,7 +25,7 @@ from relight.stages.render import (Materials, RenderOptions, TargetHDRI, extract
                                    material_weights, prepare_target, render_person, shadow_map)
 from relight.types import Geometry, Perception
 
-from test_relighting import angle_deg, brute_irradiance, make_hdri, sphere, synthetic_face
+from test_relighting import angle_deg, brute_irradiance, make_hdri, sphere, synthetic_face, synthetic_face_geometry
 
 ASSET = Path(__file__).resolve().parents[1] / "src" / "relight" / "assets" / "astronaut.jpg"
 
@@ -168,10 +168,7 @@ def test_shadows_and_bright_side_move_with_the_pan():
 # ----------------------------------------------------------------------------- geometry
 def test_geometry_depth_of_a_synthetic_face_follows_its_sphere():
     size = 160
-    lm, c, R = synthetic_face(size)
-    yy, xx = np.mgrid[0:size, 0:size]
-    matte = (((xx - c) / 70.0) ** 2 + ((yy - c) / 75.0) ** 2 < 1).astype(np.float32)
-    geo = estimate_geometry(Perception(matte=matte, face_landmarks=[lm]), size, size, GeometryOptions(work_size=size))
+    lm, c, R, yy, xx, matte, geo = synthetic_face_geometry(size)
     assert geo.work_depth is not None and geo.work_depth.shape == (size, size)
     r2 = (xx + 0.5 - c) ** 2 + (yy + 0.5 - c) ** 2
     face = (geo.full_face_mask() > 0.9) & (r2 < (0.8 * 55) ** 2)
@@ -200,10 +197,7 @@ def test_lower_silhouette_edges_are_not_rims():
 
 def test_face_normals_are_antialiased():
     size = 160
-    lm, c, R = synthetic_face(size)
-    yy, xx = np.mgrid[0:size, 0:size]
-    matte = (((xx - c) / 70.0) ** 2 + ((yy - c) / 75.0) ** 2 < 1).astype(np.float32)
-    geo = estimate_geometry(Perception(matte=matte, face_landmarks=[lm]), size, size, GeometryOptions(work_size=size))
+    lm, c, R, yy, xx, matte, geo = synthetic_face_geometry(size)
     n = geo.work_normals
     d = np.degrees(np.arccos(np.clip((n[:, 1:] * n[:, :-1]).sum(-1), -1, 1)))
     assert np.percentile(d[matte[:, 1:] > 0], 99.5) < 6.0  # no pixel-sized steps
