@@ -260,6 +260,23 @@ def test_killed_run_leaves_no_output(tmp_path, sig):
         assert os.listdir(out_dir) == []
 
 
+def test_interrupt_raised_inside_string_code_still_exits_130(tmp_path):
+    """Ctrl-C or SIGTERM can land while CPython runs code from a string (mediapipe builds a
+    namedtuple, an eval, on every frame). CPython then flags the KeyboardInterrupt as unhandled
+    although the CLI caught it, and `python -m relight` would die by SIGINT (-2), not exit 130."""
+    (tmp_path / "interrupted_relight.py").write_text(
+        "import runpy, sys\n"
+        "import relight.cli as cli\n"
+        "def interrupted(args):\n"
+        "    exec('raise KeyboardInterrupt')\n"
+        "cli._cmd_presets = interrupted\n"
+        "sys.argv = ['relight', 'presets']\n"
+        "runpy.run_module('relight', run_name='__main__')\n")
+    proc = subprocess.run([sys.executable, "-m", "interrupted_relight"], cwd=tmp_path, capture_output=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip() == b"relight: interrupted; no partial output was left behind"
+
+
 # --------------------------------------------------------------------- Python API
 def test_python_api_frames_and_file(tmp_path, portrait_rgb, demo_clip):
     from relight import RelightSettings, Relighter, relight_file

@@ -541,6 +541,6 @@ def _child(argv: Sequence[str]) -> int:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--child":
         sys.exit(_child(sys.argv[1:]))
-    from .cli import main
+    from .cli import exit_process, main
 
-    sys.exit(main(["bench", *sys.argv[1:]]))
+    exit_process(main(["bench", *sys.argv[1:]]))

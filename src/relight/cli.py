@@ -277,5 +277,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_INTERNAL
 
 
+def exit_process(code: int) -> None:
+    """End the process with ``code``; the ``python -m`` entry points call this with main()'s result.
+
+    An interruption must end with exit status 130 (the run has cleaned up by then). ``sys.exit``
+    cannot promise that under ``python -m``: if the KeyboardInterrupt was raised while CPython
+    ran code from a string (mediapipe builds a namedtuple, i.e. an ``eval``, on every frame), the
+    interpreter marks it "unhandled" even though main() caught it, and after a ``-m`` run it then
+    kills itself with SIGINT instead of exiting 130. So flush and leave directly."""
+    if code == EXIT_INTERRUPTED:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -1055,4 +1055,6 @@ def main_eval(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main_eval())
+    from .cli import exit_process
+
+    exit_process(main_eval())

@@ -608,4 +608,6 @@ def main_eval_video(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main_eval_video())
+    from .cli import exit_process
+
+    exit_process(main_eval_video())
