@@ -71,7 +71,7 @@ def test_target_lights_turn_with_the_pan():
         t = th.target(pan)
         d, power, radius = t.lights[0]
         assert angle_deg(d, uv_to_direction(0.75, 0.4, pan)) < 3.0
-        assert t.residual_sh.shape == (9, 3) and t.sharp_map is not None and t.glossy_maps
+        assert t.residual_sh.shape == (9, 3) and t.glossy_maps
     assert th.target(0.0).lights[0][0][0] > 0.9  # u = 0.75 is the camera's right
 
 
@@ -263,13 +263,20 @@ def test_specular_is_scaled_by_the_setting_and_peaks_at_the_mirror_direction():
 
 
 def _eye_face(size=200):
-    """A synthetic face with refined iris landmarks: one iris of radius 6 px per eye."""
+    """A synthetic face with refined iris landmarks: one iris of radius 6 px per eye, in an eye
+    opening (the mesh's eye contour) 24 x 7 px, so the lids cover the iris' top and bottom."""
+    from relight.models.mediapipe_backend import face_mesh_regions
+
     lm, c, R = synthetic_face(size, radius=70.0, sphere_r=80.0)
     lm = lm.copy()
-    for centre, (x, y) in ((468, (c - 25, c - 15)), (473, (c + 25, c - 15))):
+    regions = face_mesh_regions()
+    for centre, eye, (x, y) in ((468, "right_eye", (c - 25, c - 15)), (473, "left_eye", (c + 25, c - 15))):
         lm[centre] = (x, y, lm[centre, 2])
         for k, (dx, dy) in enumerate(((6, 0), (0, -6), (-6, 0), (0, 6))):
             lm[centre + 1 + k] = (x + dx, y + dy, lm[centre, 2])
+        idx = regions[eye]
+        ang = np.linspace(0, 2 * np.pi, len(idx), endpoint=False)
+        lm[idx, 0], lm[idx, 1] = x + 12.0 * np.cos(ang), y + 3.5 * np.sin(ang)
     return lm, c
 
 
@@ -281,8 +288,8 @@ def test_catchlights_replace_the_old_ones_and_reflect_the_new_light():
     geo = estimate_geometry(per, size, size, GeometryOptions(work_size=size))
     img = np.full((size, size, 3), 0.2, np.float32)
     ex, ey = int(c - 25), int(c - 15)
-    img[ey - 5:ey - 2, ex - 5:ex - 2] = 1.0  # the input's catchlight: upper left of the left iris
-    hdri = make_hdri(0.875, 0.5, width=256, ambient=(0.0,) * 3, light=(800.0,) * 3, radius_deg=4.0)  # front right
+    img[ey - 2:ey, ex - 3:ex - 1] = 1.0  # the input's catchlight: upper left in the left iris
+    hdri = make_hdri(0.875, 0.5, width=256, ambient=(0.0,) * 3, light=(800.0,) * 3, radius_deg=8.0)  # front right
     src = neutral_source(0.2, 0.2)
     tgt = prepare_target(hdri, 0.0)
     with_c = render_person(img, per, geo, src, tgt, specular=1.0)
@@ -290,12 +297,36 @@ def test_catchlights_replace_the_old_ones_and_reflect_the_new_light():
     added = luminance(with_c - plain)[ey - 7:ey + 8, ex - 7:ex + 8]
     yy, xx = np.mgrid[-7:8, -7:8]
     # the old catchlight is gone (brought down to the iris level) ...
-    old = luminance(with_c)[ey - 5:ey - 2, ex - 5:ex - 2]
-    assert float(old.mean()) < 0.5 * float(luminance(plain)[ey - 5:ey - 2, ex - 5:ex - 2].mean())
+    old = luminance(with_c)[ey - 2:ey, ex - 3:ex - 1]
+    assert float(old.mean()) < 0.5 * float(luminance(plain)[ey - 2:ey, ex - 3:ex - 1].mean())
     # ... and the new one sits on the iris' right side (the light is at the camera's right)
     pos = added.clip(0, None)
     assert pos.sum() > 0
     assert (pos * xx).sum() / pos.sum() > 1.0
+    # ... only where the cornea shows: nothing on the lids that cover the iris' top and bottom
+    assert np.abs(luminance(with_c - plain)[ey - 6:ey - 4, ex - 7:ex + 8]).max() < 1e-6
+    assert np.abs(luminance(with_c - plain)[ey + 4:ey + 6, ex - 7:ex + 8]).max() < 1e-6
+
+
+def test_catchlights_add_no_veil_and_leave_the_white_of_the_eye():
+    """Bright surroundings without a light in the mirror direction add nothing to the iris (its
+    faint reflection of the source room is already in it: no grey disc is painted on), and the
+    white of the eye that the landmark circle's rim overlaps stays white."""
+    size = 200
+    lm, c = _eye_face(size)
+    per = Perception(matte=np.ones((size, size), np.float32), face_landmarks=[lm])
+    geo = estimate_geometry(per, size, size, GeometryOptions(work_size=size))
+    img = np.full((size, size, 3), 0.05, np.float32)  # a dark iris on a dark face
+    ex, ey = int(c - 25), int(c - 15)
+    img[ey - 1:ey + 1, ex + 5:ex + 7] = 0.8  # white of the eye under the rim of the iris circle (r = 6)
+    hdri = make_hdri(0.5, 0.42, width=256, ambient=(2.0,) * 3, light=(400.0,) * 3, radius_deg=6.0)  # behind
+    tgt = prepare_target(hdri, 0.0)
+    assert tgt.lights  # the catchlight step runs ...
+    src = neutral_source(0.05, 0.05)
+    with_c = render_person(img, per, geo, src, tgt, specular=1.0)
+    plain = render_person(img, per, geo, src, tgt, specular=1.0, options=RenderOptions(catchlights=False))
+    # ... and changes nothing: not the iris, not the white of the eye
+    assert np.abs(with_c - plain)[ey - 7:ey + 8, ex - 13:ex + 14].max() < 0.01 * float(plain[ey, ex].mean())
 
 
 # ----------------------------------------------------------------------------- matte cleaning

@@ -127,7 +127,6 @@ class TargetLighting:
     lights: list = field(default_factory=list)  # dominant light sources taken out of the map: (direction (3,) camera frame, rgb power (3,), angular radius rad)
     residual_sh: Optional[np.ndarray] = None  # (9, 3) irradiance SH of the map without those lights (None: no lights, use sh)
     glossy_maps: dict = field(default_factory=dict)  # lobe exponent -> (h, w, 3) prefiltered residual map (equirect, pan applied by lookup)
-    sharp_map: Optional[np.ndarray] = None  # (h, w, 3) the map itself, small, for mirror-like reflections (eyes)
 
 
 @dataclass

@@ -16,8 +16,8 @@ overcast map) the whole map is SH, as before.
 **Target specular** S_tgt = F(n.v) * (glossy residual map at the reflection vector + each light's
 highlight * its visibility), by material: skin (glossy lobe, skin Fresnel), lips (glossier,
 stronger), hair (broad sheen), everything else (rough, weak); ``--specular`` scales it all.
-The eyes get mirror-like catchlights of the HDRI on a corneal bulge (after the input's own
-catchlights are removed), at full resolution.
+The eyes get mirror-like catchlights of the HDRI's dominant lights on a corneal bulge, inside
+the eye opening only (after the input's own catchlights are removed), at full resolution.
 
 **Materials** come from the face mesh (skin = face, lips, eyes) and a head prior around it: hair
 is what lies in the head region outside the face and does not look like the face's skin. Dark
@@ -222,7 +222,7 @@ class TargetHDRI:
         full, resid = self._both_sh(pan_deg)
         lights = [(lt.direction(pan_deg), lt.power, lt.radius) for lt in self.lights]
         return TargetLighting(sh=full, specular_map=self.specular_map, pan_deg=float(pan_deg), lights=lights,
-                              residual_sh=resid, glossy_maps=self.glossy_maps, sharp_map=self.small)
+                              residual_sh=resid, glossy_maps=self.glossy_maps)
 
     def exposure(self, pan_deg: Optional[float] = None, albedo: float = 0.4, target: float = 0.2,
                  max_swing: float = EXPOSURE_MAX_SWING) -> float:
@@ -487,7 +487,7 @@ def person_fields(input_linear: np.ndarray, perception: Perception, geometry: Ge
     zero = np.zeros((h, w, 3), np.float32)
     fields = np.concatenate([inv_src, diffuse, zero if spec is None else spec, zero if spec_src is None else spec_src],
                             axis=-1).astype(np.float32)
-    catch = bool(opts.catchlights and specular > 0 and perception.face_landmarks and target.sharp_map is not None)
+    catch = bool(opts.catchlights and specular > 0 and perception.face_landmarks and target.lights)
     return PersonFields(fields=fields, size=(H, W), albedo_max=float(opts.albedo_max), catchlights=catch)
 
 
@@ -802,15 +802,35 @@ def _irises_in_patch(perception: Perception, origin, shape, size):
         yield cx - ox, cy - oy, r, (x0, x1, y0, y1), (cx, cy)
 
 
+def _eye_openings(perception: Perception, x0: int, x1: int, y0: int, y1: int) -> np.ndarray:
+    """Coverage (0..1, anti-aliased) of the open eyes over the frame box x0:x1, y0:y1: the convex
+    hulls of the face mesh's eye contours. The iris circle reaches under the eyelids; only what
+    lies inside the opening is cornea that can be seen."""
+    from ..models.mediapipe_backend import face_mesh_regions
+
+    regions = face_mesh_regions()
+    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    for lm in perception.face_landmarks:
+        xy = np.asarray(lm, np.float64)[:, :2] - (x0, y0)
+        for key in ("left_eye", "right_eye"):
+            hull = cv2.convexHull(np.round(xy[regions[key]] * 16).astype(np.int32))
+            cv2.fillConvexPoly(mask, hull, 255, lineType=cv2.LINE_AA, shift=4)
+    return mask.astype(np.float32) / np.float32(255.0)
+
+
 def _remove_catchlights(albedo: np.ndarray, perception: Perception, origin=(0, 0), size=None) -> None:
     """The input's own catchlights (reflections of the source lights in the cornea) are not
-    albedo: in each iris, pixels brighter than the iris' typical level are brought down to it.
+    albedo: in the visible part of each iris, pixels brighter than the iris' typical level are
+    brought down to it. Only the inner 70% of the landmark circle is searched: its rim often
+    lies on the white of the eye (the circle is a few pixels off), which must stay white.
     ``albedo`` is the frame (``size`` (H, W)) or a patch of it whose top-left is ``origin``."""
+    oy, ox = origin
     for cx, cy, r, (x0, x1, y0, y1), _ in _irises_in_patch(perception, origin, albedo.shape,
                                                             size or albedo.shape[:2]):
         patch = albedo[y0:y1, x0:x1]
         yy, xx = np.mgrid[y0:y1, x0:x1]
-        inside = (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= r * r
+        inside = ((xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= (0.7 * r) ** 2) & (
+            _eye_openings(perception, x0 + ox, x1 + ox, y0 + oy, y1 + oy) > 0.5)
         if inside.sum() < 3:
             continue
         lum = luminance(patch)
@@ -823,10 +843,19 @@ def _remove_catchlights(albedo: np.ndarray, perception: Perception, origin=(0, 0
 
 def _add_catchlights(out: np.ndarray, perception: Perception, geometry: Geometry, target: TargetLighting,
                      specular: float, opts: RenderOptions, origin=(0, 0), size=None) -> None:
-    """Mirror reflections of the target HDRI in each cornea: the iris is taken as a spherical cap
-    (radius of curvature ~1.3 x the iris radius) on the eye's normal from the geometry.
+    """Mirror reflections of the target's dominant lights in each cornea: the iris is taken as a
+    spherical cap (radius of curvature ~1.3 x the iris radius) on the eye's normal from the
+    geometry, seen only inside the eye opening (:func:`_eye_openings`). Each light is a Gaussian
+    lobe as wide as the light and one pixel's footprint on the cap together (so a small light
+    does not blink on and off as the eye moves across the pixel grid).
+
+    Only the lights are mirrored, not the whole map: the faint reflection of the surroundings
+    was already in the input's iris (of the source room, about as bright), and adding the
+    target's on top would veil the iris in a grey disc whose edge shows wherever the landmark
+    circle and the real iris disagree.
     ``out`` is the frame (``size`` (H, W)) or a patch of it whose top-left is ``origin``."""
     H, W = size or out.shape[:2]
+    oy, ox = origin
     nw = geometry.normals_at_work()
     h, w = nw.shape[:2]
     for cx, cy, r, (x0, x1, y0, y1), (fx, fy) in _irises_in_patch(perception, origin, out.shape, (H, W)):
@@ -834,8 +863,9 @@ def _add_catchlights(out: np.ndarray, perception: Perception, geometry: Geometry
         yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
         dx, dy = (xx + 0.5 - cx) / (1.3 * r), -(yy + 0.5 - cy) / (1.3 * r)
         rr = dx * dx + dy * dy
-        inside = ((xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2) <= r * r
-        if not inside.any():
+        edge = np.clip((r - np.sqrt((xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2)) / 1.0, 0.0, 1.0)
+        edge *= _eye_openings(perception, x0 + ox, x1 + ox, y0 + oy, y1 + oy)
+        if not (edge > 0).any():
             continue
         axis = axis / max(float(np.linalg.norm(axis)), 1e-6)
         nrm = np.stack([dx, dy, np.sqrt(np.maximum(1.0 - rr, 0.0))], axis=-1)
@@ -843,7 +873,12 @@ def _add_catchlights(out: np.ndarray, perception: Perception, geometry: Geometry
         nrm = nrm + np.float32(0.8) * np.array([axis[0], axis[1], 0.0], np.float32)
         nrm /= np.maximum(np.linalg.norm(nrm, axis=-1, keepdims=True), 1e-6)
         refl, nz = _reflect(nrm)
-        rad = sample(target.sharp_map, refl, target.pan_deg)
+        footprint2 = (2.0 / (1.3 * r)) ** 2  # squared change of the reflected direction per pixel (radians)
+        rad = np.zeros(refl.shape, np.float32)
+        for direction, power, radius in target.lights:
+            width2 = np.float32(radius * radius + footprint2)
+            th2 = 2.0 * (1.0 - np.clip(refl @ np.asarray(direction, np.float32), -1.0, 1.0))  # ~ angle^2
+            # power is the light's irradiance at normal incidence: the lobe integrates to it
+            rad += (np.exp(-th2 / width2) / (np.float32(math.pi) * width2))[..., None] * np.asarray(power, np.float32)
         fres = _fresnel(nz, opts.cornea_f0, 1.0)
-        edge = np.clip((r - np.sqrt((xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2)) / 1.0, 0.0, 1.0)
         out[y0:y1, x0:x1] += (rad * (fres * edge * np.float32(specular))[..., None]).astype(np.float32)
