@@ -111,9 +111,12 @@ def test_guided_matte_kernel_matches_opencv_path(portrait_rgb, monkeypatch):
     coarse = np.zeros((40, 64), np.float32)
     cv2.circle(coarse, (32, 20), 12, 1.0, -1)
     coarse = cv2.GaussianBlur(coarse, (0, 0), 2)
-    fast = P.refine_matte(img, coarse, floor=0.05)
+    fast = P.refine_matte(img, coarse, floor=0.05, ceiling=0.9)
+    plain = P.refine_matte(img, coarse)
     monkeypatch.setattr(kernels, "available", lambda: False)
-    ref = P.refine_matte(img, coarse, floor=0.05)
+    ref = P.refine_matte(img, coarse, floor=0.05, ceiling=0.9)
     assert fast.shape == ref.shape == (263, 417) and fast.dtype == np.float32
     assert np.abs(fast - ref).max() < 1e-4
     assert 0.05 < float((fast > 0.5).mean()) < 0.6  # a real matte, not all or nothing
+    # floor and ceiling: below 0.05 nothing, above 0.9 solid, linear between
+    assert np.abs(fast - np.clip((plain - 0.05) / 0.85, 0, 1)).max() < 1e-4

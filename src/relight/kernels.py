@@ -133,9 +133,10 @@ if numba is not None:
 if numba is not None:
 
     @njit(cache=True, parallel=True, fastmath=True, nogil=True)
-    def _guided(rgb8, coef, y0, y1, fy, x0, x1, fx, floor, out):
+    def _guided(rgb8, coef, y0, y1, fy, x0, x1, fx, floor, ceiling, out):
         H, W = out.shape
-        inv = 1.0 / (1.0 - floor)
+        inv = 1.0 / (ceiling - floor)
+        cut = floor > 0.0 or ceiling < 1.0
         for y in prange(H):
             row = np.empty((coef.shape[1], 4), np.float32)
             a0, a1, t = y0[y], y1[y], fy[y]
@@ -149,22 +150,22 @@ if numba is not None:
                 for c in range(3):
                     q += rgb8[y, x, c] * (row[b0, c] + u * (row[b1, c] - row[b0, c]))
                 q = min(max(q, 0.0), 1.0)
-                if floor > 0.0:
+                if cut:
                     q = min(max((q - floor) * inv, 0.0), 1.0)
                 out[y, x] = q
 
 
-def guided_apply(rgb8: np.ndarray, coef: np.ndarray, floor: float = 0.0) -> np.ndarray:
+def guided_apply(rgb8: np.ndarray, coef: np.ndarray, floor: float = 0.0, ceiling: float = 1.0) -> np.ndarray:
     """The full-resolution output of a fast guided filter in one pass: the (h, w, 4) mean
     coefficients (a_r, a_g, a_b per uint8 guide level, b) upsampled bilinearly, applied to the
-    uint8 guide, clipped to [0, 1], then values below ``floor`` cut and the rest rescaled.
-    -> (H, W) float32."""
+    uint8 guide, clipped to [0, 1], then rescaled so that ``floor`` maps to 0 and ``ceiling``
+    to 1 (clipped again). -> (H, W) float32."""
     H, W = rgb8.shape[:2]
     h, w = coef.shape[:2]
     y0, y1, fy = axis_table(H, h)
     x0, x1, fx = axis_table(W, w)
     out = np.empty((H, W), np.float32)
-    _guided(np.ascontiguousarray(rgb8[..., :3]), _contig(coef), y0, y1, fy, x0, x1, fx, np.float32(floor), out)
+    _guided(np.ascontiguousarray(rgb8[..., :3]), _contig(coef), y0, y1, fy, x0, x1, fx, np.float32(floor), np.float32(ceiling), out)
     return out
 
 

@@ -13,7 +13,8 @@ hair-coloured ones stay) and connectivity (blobs that are small next to the larg
 no face are dropped, with their soft edges), plus reach (wide half-sure plateaus away from the
 confident person fade) and a head prior (above the eyes, the head is a half ellipse around the
 face). After the guided filter, alpha below ``alpha_floor`` is cut (a faint haze of the old
-background on textured walls).
+background on textured walls) and alpha above ``alpha_ceiling`` made opaque (the new background
+showing faintly through the person's edge).
 """
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ class PerceptionOptions:
     temporal: float = 0.35  # video: weight of the previous low-res matte (0 = none)
     colour_refine: float = 0.6  # weight of the colour evidence on the coarse matte (0 = off)
     soft_reach: float = 0.012  # uncertain matte farther than ~this x the longest side from confident person fades out (0 = off)
-    alpha_floor: float = 0.05  # full-resolution alpha below this is background (rescaled above it)
+    alpha_floor: float = 0.05  # full-resolution alpha below this is background ...
+    alpha_ceiling: float = 0.9  # ... and above this person (rescaled between the two)
     head_width: float = 0.75  # above the eyes, uncertain matte beyond this x the face width from its centre line fades out (0 = off)
     min_blob: float = 0.03  # blobs smaller than this x the largest one (and with no face) are dropped (0 = off)
 
@@ -57,14 +59,15 @@ def _resize_longest(img: np.ndarray, longest: int, interpolation=cv2.INTER_AREA)
 
 
 def refine_matte(guide_rgb: np.ndarray, coarse: np.ndarray, out_hw=None, radius_frac: float = 0.012,
-                 eps: float = 2e-3, guide_size: int = 400, floor: float = 0.0) -> np.ndarray:
+                 eps: float = 2e-3, guide_size: int = 400, floor: float = 0.0, ceiling: float = 1.0) -> np.ndarray:
     """Upsample a coarse matte to full resolution with a colour guided filter (He et al.),
     in its fast form (He & Sun 2015): the linear coefficients are solved at a reduced size
     (longest side about ``guide_size``, an integer factor of the frame) and applied to the
     full-resolution guide, so the matte edge follows full-resolution image edges.
 
-    ``guide_rgb``: (H, W, 3) uint8; ``coarse``: (h, w) float in [0, 1], any size. ``floor``:
-    output alpha below it is cut and the rest rescaled to [0, 1]. The full-resolution step is
+    ``guide_rgb``: (H, W, 3) uint8; ``coarse``: (h, w) float in [0, 1], any size. ``floor`` and
+    ``ceiling``: output alpha below the floor becomes 0, above the ceiling 1, and what lies
+    between is rescaled to [0, 1]. The full-resolution step is
     one compiled pass (:func:`relight.kernels.guided_apply`) when numba is available."""
     rgb8 = guide_rgb if guide_rgb.dtype == np.uint8 else _as_uint8(guide_rgb)
     H, W = rgb8.shape[:2]
@@ -106,7 +109,7 @@ def refine_matte(guide_rgb: np.ndarray, coarse: np.ndarray, out_hw=None, radius_
     ab = (c02 * cr + c12 * cg + c22 * cb) * inv
     b = mp - (ar * mr + ag * mg + ab * mb) * np.float32(255.0)
     if kernels.available():
-        return kernels.guided_apply(rgb8, cv2.merge([box(ar), box(ag), box(ab), box(b)]), floor)
+        return kernels.guided_apply(rgb8, cv2.merge([box(ar), box(ag), box(ab), box(b)]), floor, ceiling)
     ma = cv2.merge([box(ar), box(ag), box(ab)])
     mb_ = box(b)
     if k > 1:
@@ -116,8 +119,8 @@ def refine_matte(guide_rgb: np.ndarray, coarse: np.ndarray, out_hw=None, radius_
     q = cv2.transform(q, np.ones((1, 3), np.float32))
     q = cv2.add(q, mb_)
     np.clip(q, 0.0, 1.0, out=q)
-    if floor > 0:
-        q = cv2.addWeighted(q, 1.0 / (1.0 - floor), q, 0.0, -floor / (1.0 - floor))
+    if floor > 0 or ceiling < 1:
+        q = cv2.addWeighted(q, 1.0 / (ceiling - floor), q, 0.0, -floor / (ceiling - floor))
         np.clip(q, 0.0, 1.0, out=q)
     return q
 
@@ -287,9 +290,12 @@ class Perceiver:
         # sharpen the soft model output a little before the guided filter restores real edges
         coarse = np.clip((coarse - 0.5) * 1.6 + 0.5, 0.0, 1.0)
         # the guided filter leaves faint alpha on textured background next to the person:
-        # relit, it shows as a haze of the old background; a small floor removes it
+        # relit, it shows as a haze of the old background; a small floor removes it. Likewise
+        # it leaves the person's edge a little short of opaque over a wide band: the new
+        # background would show through the skin there (and flicker as the edge moves); the
+        # ceiling makes it solid
         return refine_matte(rgb8, coarse, None, opts.guided_radius, opts.guided_eps, opts.guide_size,
-                            floor=max(0.0, float(opts.alpha_floor)))
+                            floor=max(0.0, float(opts.alpha_floor)), ceiling=min(1.0, float(opts.alpha_ceiling)))
 
     def reset(self) -> None:
         """Forget the temporal state (call between unrelated clips)."""
