@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 from relight.colour import luminance
-from relight.envmap import pixel_grid, solid_angles, uv_to_direction
+from relight.envmap import pixel_grid, uv_to_direction
 from relight.stages.composite import decontaminate
 from relight.stages.geometry import GeometryOptions, estimate_geometry, inflate_silhouette
 from relight.stages.lighting import neutral_source
 from relight.stages.perception import clean_coarse_matte, head_box
-from relight.stages.render import (Materials, RenderOptions, TargetHDRI, extract_lights, hair_sheen,
+from relight.stages.render import (RenderOptions, TargetHDRI, extract_lights, hair_sheen,
                                    material_weights, prepare_target, render_person, shadow_map)
 from relight.types import Geometry, Perception
 
