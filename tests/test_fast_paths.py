@@ -120,3 +120,39 @@ def test_guided_matte_kernel_matches_opencv_path(portrait_rgb, monkeypatch):
     assert 0.05 < float((fast > 0.5).mean()) < 0.6  # a real matte, not all or nothing
     # floor and ceiling: below 0.05 nothing, above 0.9 solid, linear between
     assert np.abs(fast - np.clip((plain - 0.05) / 0.85, 0, 1)).max() < 1e-4
+
+
+def test_in_order_worker_keeps_order_depth_and_errors():
+    import threading
+    import time
+
+    from relight.threads import InOrder
+
+    names = set()
+
+    def slow_square(x):
+        names.add(threading.current_thread().name)
+        time.sleep(0.002 * (x % 3))  # uneven work
+        return x * x
+
+    got = []
+    with InOrder(slow_square, depth=2) as worker:
+        for i in range(20):
+            done = worker.submit(i, tag=-i)
+            assert len(worker._pending) <= 2  # never more than depth behind
+            got.extend(done)
+        got.extend(worker.drain())
+    assert got == [(i * i, -i) for i in range(20)]
+    assert names and threading.current_thread().name not in names  # ran in the worker thread
+
+    def broken(x):
+        if x == 3:
+            raise ValueError("bad frame 3")
+        return x
+
+    got = []
+    with pytest.raises(ValueError, match="bad frame 3"):
+        with InOrder(broken, depth=1) as worker:
+            for i in range(10):
+                got.extend(r for r, _ in worker.submit(i))
+    assert got == [0, 1, 2]

@@ -3,6 +3,7 @@ state, and ``relight eval-video``. Inputs are made here from the packaged portra
 from __future__ import annotations
 
 import json
+import os
 
 import cv2
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from relight import RelightSettings, Relighter
 from relight.demo import demo_frames, load_portrait
 from relight.evaluate_video import StabilityMeter, cmd_eval_video, format_table, main_eval_video
-from relight.stages.temporal import OneEuroFilter, TemporalOptions, TemporalStabilizer
+from relight.stages.temporal import FieldSmoother, OneEuroFilter, TemporalOptions, TemporalStabilizer
 
 W, H = 256, 144
 FPS = 30.0
@@ -128,17 +129,17 @@ def test_shading_fields_follow_the_person_steadied_and_pass_a_real_change(step):
     h, w = mattes[0].shape
     rng = np.random.default_rng(7)
     xx = np.mgrid[0:h, 0:w][1].astype(np.float32)
-    ts = TemporalStabilizer()
+    ts, smoother = TemporalStabilizer(), FieldSmoother()
     err_in, err_out = [], []
     for i, (f, m) in enumerate(zip(frames, mattes)):
-        ts.begin(f, i / FPS)
+        motion = ts.begin(f, i / FPS)
         cx = 50 + step * i
         true = (1.0 + 0.5 * np.cos((xx - cx) / 15.0)) * (3.0 if i >= jump_at else 1.0)  # smooth, like shading
         jitter = 1.0 + cv2.GaussianBlur(rng.normal(0, 0.3, (h, w)).astype(np.float32), (0, 0), 3)
         fields = np.zeros((h, w, 12), np.float32)
         fields[..., 0:3] = 1.0
         fields[..., 3:6] = (true * jitter)[..., None]
-        out = ts.fields(fields)
+        out = smoother.smooth(fields, motion)
         inner = (m > 0.99) & (np.abs(xx - cx) < 20)
 
         def rel(x):
@@ -362,3 +363,36 @@ def test_eval_video_parser_wiring():
     add_eval_video_parser(sub)
     args = p.parse_args(["eval-video", "in.mp4", "out.mp4", "--json"])
     assert args.handler is cmd_eval_video and args.json and args.input == "in.mp4"
+
+
+def test_threaded_file_run_equals_frame_by_frame(clip_a, clip_b, tmp_path):
+    """relight_file renders each frame in its own thread while it analyses the next; the output
+    (a lossless PNG sequence) must equal Relighter.process on the same decoded frames, in one
+    thread, through a scene cut and frames without a person (where the render's carried state
+    is cleared)."""
+    import av
+
+    from relight.pipeline import relight_file
+    from relight.stages.decode import open_input
+
+    blank = np.full((H, W, 3), 118, np.uint8)
+    frames = clip_a[:10] + [blank] * 3 + clip_a[10:16] + clip_b[:8]
+    src = str(tmp_path / "in.mp4")
+    with av.open(src, "w") as out:
+        stream = out.add_stream("libx264", rate=30, options={"crf": "14"})
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        for i, f in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+            vf.pts = i
+            out.mux(stream.encode(vf))
+        out.mux(stream.encode())
+    os.mkdir(tmp_path / "seq")
+    settings = RelightSettings(hdri="sunset", background="hdri")
+    relight_file(src, str(tmp_path / "seq" / "f_%03d.png"), settings, show_progress=False)
+    with open_input(src) as source, Relighter(settings) as r:
+        expected = [r.process(f.rgb, time=f.time) for f in source]
+        assert r.temporal.cuts >= 1 and r.temporal.weight == 1.0
+    assert len(expected) == len(frames)
+    for i, e in enumerate(expected):
+        got = cv2.cvtColor(cv2.imread(str(tmp_path / "seq" / f"f_{i:03d}.png")), cv2.COLOR_BGR2RGB)
+        assert np.array_equal(got, e), i

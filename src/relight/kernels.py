@@ -12,12 +12,18 @@ The numpy reference of the same maths is :func:`relight.stages.render.render_per
 :func:`relight.stages.composite.composite` and :func:`relight.colour.linear_to_srgb8`; the tests
 check that the two agree to 1/255.
 
+The kernels may be called from several threads (the pipeline renders one frame while it
+analyses the next): their launches are serialised by one lock, because numba's fallback
+threading layer (``workqueue``, used when neither OpenMP nor TBB is present) aborts the process
+on concurrent parallel launches. Each launch uses all the cores by itself.
+
 Compiled on first use and cached on disk by numba (``cache=True``: in the package's
 ``__pycache__``, or numba's user cache directory when that is not writable).
 """
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 
@@ -34,6 +40,10 @@ BG_NONE = 2  # transparent: the relit person alone (the caller writes the matte 
 
 N_FIELDS = 12  # albedo_scale / E_src (3), E_tgt / pi (3), target specular (3), source specular (3)
 N_EDGE_FIELDS = 6  # optional: old background colour (3), person colour (3) near soft edges
+
+# serialises the parallel launches (see the module docstring): a process-wide resource, like
+# numba's thread pool it guards
+_LAUNCH = threading.Lock()
 
 
 def available() -> bool:
@@ -86,6 +96,11 @@ if numba is not None:
                 b0, b1, u = x0[x], x1[x], fx[x]
                 am = matte[y, x]
                 a = am * weight
+                if a <= 0.0 and bg_mode != 2:
+                    # background only (most of a frame): the person is not needed there
+                    for c in range(3):
+                        out[y, x, c] = _enc(bg[y, x, c] if bg_mode == 0 else bg_colour[c], lut)
+                    continue
                 for c in range(3):
                     px[c] = person_in[y, x, c]
                 if decont and am >= edge_lo and am <= edge_hi:
@@ -165,7 +180,9 @@ def guided_apply(rgb8: np.ndarray, coef: np.ndarray, floor: float = 0.0, ceiling
     y0, y1, fy = axis_table(H, h)
     x0, x1, fx = axis_table(W, w)
     out = np.empty((H, W), np.float32)
-    _guided(np.ascontiguousarray(rgb8[..., :3]), _contig(coef), y0, y1, fy, x0, x1, fx, np.float32(floor), np.float32(ceiling), out)
+    rgb8, coef = np.ascontiguousarray(rgb8[..., :3]), _contig(coef)
+    with _LAUNCH:
+        _guided(rgb8, coef, y0, y1, fy, x0, x1, fx, np.float32(floor), np.float32(ceiling), out)
     return out
 
 
@@ -194,9 +211,11 @@ def fused_composite8(person_in: np.ndarray, lin: np.ndarray, fields: np.ndarray,
     else:
         mode, bg, colour = BG_IMAGE, _contig(background), _DUMMY_COLOUR
     out = np.empty((H, W, 3), np.uint8)
-    _fused(_contig(person_in), _contig(lin), _contig(fields), y0, y1, fy, x0, x1, fx, _contig(matte),
-           np.float32(weight), bg, mode, colour, np.float32(gain), np.float32(amax), np.float32(strength),
-           np.float32(knee), lut, np.float32(edge_band[0]), np.float32(edge_band[1]), out)
+    args = (_contig(person_in), _contig(lin), _contig(fields), y0, y1, fy, x0, x1, fx, _contig(matte),
+            np.float32(weight), bg, mode, colour, np.float32(gain), np.float32(amax), np.float32(strength),
+            np.float32(knee), lut, np.float32(edge_band[0]), np.float32(edge_band[1]), out)
+    with _LAUNCH:
+        _fused(*args)
     return out
 
 

@@ -29,8 +29,9 @@ from .stages.geometry import GeometryOptions, estimate_geometry, work_shape
 from .stages.lighting import estimate_source_lighting
 from .stages.perception import Perceiver
 from .stages.render import TargetHDRI, apply_fields, eye_boxes, person_fields, upsample_fields
-from .stages.temporal import TemporalOptions, TemporalStabilizer
-from .threads import BackgroundWriter, Prefetch
+from .stages.temporal import FieldSmoother, FrameMotion, TemporalOptions, TemporalStabilizer
+from .threads import BackgroundWriter, InOrder, Prefetch
+from .types import Geometry, Perception, SourceLighting
 
 
 @dataclass
@@ -89,6 +90,8 @@ class Relighter:
         self.temporal: Optional[TemporalStabilizer] = None
         if video and temporal is not False:
             self.temporal = TemporalStabilizer(temporal if isinstance(temporal, TemporalOptions) else None)
+        # the render's own temporal state (it may run a frame behind, in another thread)
+        self._field_smoother = FieldSmoother(self.temporal.options) if self.temporal is not None else None
         # a perceiver passed in (shared between several Relighters) is the caller's to close
         self._own_perceiver = perceiver is None
         if perceiver is None:
@@ -120,6 +123,7 @@ class Relighter:
         """Forget the temporal state (the next frame starts a new shot)."""
         if self.temporal is not None:
             self.temporal.reset()
+            self._field_smoother.clear()
         self._reset_perception()
         self._last = None
 
@@ -153,15 +157,24 @@ class Relighter:
     def process_composite(self, image: np.ndarray, *, time: float = 0.0, matte: Optional[np.ndarray] = None,
                           index: Optional[int] = None, scene_linear: bool = False,
                           encode8: bool = False) -> composite_stage.Composite:
-        """Run every stage on one frame and return the :class:`~relight.stages.composite.Composite`.
+        """Run every stage on one frame and return the :class:`~relight.stages.composite.Composite`:
+        :meth:`analyse`, then :meth:`render`.
 
         ``encode8`` (display output only): the composite may come back already encoded to 8-bit
         sRGB (``Composite.rgb8``, with ``rgb`` None), made by the fused full-resolution kernel
         of :mod:`relight.kernels` in one pass instead of the numpy reference steps."""
+        return self.render(self.analyse(image, time=time, matte=matte, index=index, scene_linear=scene_linear,
+                                        encode8=encode8))
+
+    def analyse(self, image: np.ndarray, *, time: float = 0.0, matte: Optional[np.ndarray] = None,
+                index: Optional[int] = None, scene_linear: bool = False, encode8: bool = False) -> "FramePlan":
+        """The first half of :meth:`process_composite`: motion, perception, geometry and the
+        source lighting of one frame (frames in order), as a :class:`FramePlan` for
+        :meth:`render`. The two halves share no state, so frame n may be rendered in another
+        thread while frame n + 1 is analysed, as long as the plans are rendered in order."""
         if image.ndim != 3 or image.shape[2] not in (3, 4):
             raise UsageError(f"expected an (H, W, 3) RGB frame, got shape {image.shape}")
         image = image[..., :3]
-        s = self.settings
         h, w = image.shape[:2]
         index = self._frames if index is None else index
         self._frames += 1
@@ -196,12 +209,8 @@ class Relighter:
             if weight > 0.0:
                 # the analysis stages share one working-resolution copy of the input and matte
                 wh, ww, _ = work_shape(h, w, GeometryOptions().work_size)
-                work_image, work_matte = _shrink(lin, wh, ww), _shrink(perception.matte, wh, ww)
-                # the old background's and the person's colours near soft edges (hair): the
-                # edge pixels are decontaminated with them when the person is rendered
-                work = _Work(image=work_image, matte=work_matte, edges=composite_stage.edge_fields(
-                    work_image, work_matte, composite_stage.edge_sigma(h, w) * ww / float(w)))
-                t = self.timer.add("edges", t)
+                work = _Work(image=_shrink(lin, wh, ww), matte=_shrink(perception.matte, wh, ww))
+                t = self.timer.add("shrink", t)
                 geometry = estimate_geometry(perception, h, w, work_matte=work.matte)
                 if ts is not None:
                     geometry = ts.geometry(geometry)
@@ -210,28 +219,50 @@ class Relighter:
                                                   work_matte=work.matte)
                 if ts is not None:
                     source = ts.source(source)
-                t = self.timer.add("lighting", t)
+                self.timer.add("lighting", t)
             elif ts is not None:
                 ts.skip()
             self._last = (perception, geometry, source, work, weight)
-        pan = self.pan_at(time)
+        return FramePlan(index=index, time=float(time), lin=lin, perception=perception, geometry=geometry,
+                         source=source, work=work, weight=weight, motion=motion, scene_linear=scene_linear,
+                         encode8=encode8)
+
+    def render(self, plan: "FramePlan") -> composite_stage.Composite:
+        """The second half of :meth:`process_composite`: the relit person (its shading fields,
+        steadied along the flow), the background and the composite of one analysed frame.
+        Plans must be rendered in the order they were made."""
+        s = self.settings
+        t = perf_counter()
+        lin, perception, geometry, weight = plan.lin, plan.perception, plan.geometry, plan.weight
+        h, w = lin.shape[:2]
+        pan = self.pan_at(plan.time)
         maker = self._backgrounds(w, h)
         if weight <= 0.0:
             # no person: the frame passes through (only the background is made)
+            if self._field_smoother is not None:
+                self._field_smoother.clear()
             zero = np.zeros((h, w), np.float32)
-            background = maker.make(index, lin, zero, pan, self.exposure)
-            out = composite_stage.composite(lin, lin, zero, background, strength=1.0, scene_linear=scene_linear,
+            background = maker.make(plan.index, lin, zero, pan, self.exposure)
+            out = composite_stage.composite(lin, lin, zero, background, strength=1.0, scene_linear=plan.scene_linear,
                                             background_is_scene=(maker.kind == "hdri"))
             self.timer.add("composite", t)
             return out
+        work = plan.work
+        if work.edges is None:  # (a repeated frame shares its work with the previous one)
+            # the old background's and the person's colours near soft edges (hair): the edge
+            # pixels are decontaminated with them
+            work.edges = composite_stage.edge_fields(work.image, work.matte,
+                                                     composite_stage.edge_sigma(h, w) * work.image.shape[1] / float(w))
+            t = self.timer.add("edges", t)
         target = self.target_hdri.target(pan)
-        pf = person_fields(lin, perception, geometry, source, target, specular=s.specular, work_image=work.image)
-        if ts is not None:
-            pf.fields = ts.fields(pf.fields)
+        pf = person_fields(lin, perception, geometry, plan.source, target, specular=s.specular,
+                           work_image=work.image)
+        if self._field_smoother is not None:
+            pf.fields = self._field_smoother.smooth(pf.fields, plan.motion)
         gain = float(self.exposure * s.fg_gain)
-        if encode8 and not scene_linear and kernels.available():
+        if plan.encode8 and not plan.scene_linear and kernels.available():
             t = self.timer.add("render", t)
-            out = self._fused8(pf, work, lin, perception, geometry, target, maker, index, pan, weight, gain)
+            out = self._fused8(pf, work, lin, perception, geometry, target, maker, plan.index, pan, weight, gain)
             self.timer.add("composite", t)
             return out
         person_in = composite_stage.decontaminate(lin, perception.matte, fields=work.edges)
@@ -239,9 +270,9 @@ class Relighter:
         person *= np.float32(gain)
         t = self.timer.add("render", t)
         m = perception.matte if weight >= 1.0 else perception.matte * np.float32(weight)
-        background = maker.make(index, lin, m, pan, self.exposure)
+        background = maker.make(plan.index, lin, m, pan, self.exposure)
         out = composite_stage.composite(person, lin, m, background, strength=s.strength,
-                                        scene_linear=scene_linear, background_is_scene=(maker.kind == "hdri"))
+                                        scene_linear=plan.scene_linear, background_is_scene=(maker.kind == "hdri"))
         self.timer.add("composite", t)
         return out
 
@@ -287,12 +318,29 @@ class Relighter:
 
 
 @dataclass
+class FramePlan:
+    """One analysed frame, handed from :meth:`Relighter.analyse` to :meth:`Relighter.render`."""
+
+    index: int
+    time: float  # presentation time, seconds
+    lin: np.ndarray  # (H, W, 3) float32 linear input
+    perception: Perception  # the matte steadied, the faces filtered
+    geometry: Optional[Geometry]  # None without a person
+    source: Optional[SourceLighting]  # None without a person
+    work: Optional["_Work"]  # working-resolution copies, or None without a person
+    weight: float  # presence weight of the effect, 0..1 (0: the frame passes through)
+    motion: Optional[FrameMotion]  # None for single images or with the temporal stage off
+    scene_linear: bool
+    encode8: bool
+
+
+@dataclass
 class _Work:
     """One frame's working-resolution copies, shared by the analysis and render stages."""
 
     image: np.ndarray  # (h, w, 3) linear input, area-averaged
     matte: np.ndarray  # (h, w)
-    edges: np.ndarray  # (h, w, 6) composite.edge_fields
+    edges: Optional[np.ndarray] = None  # (h, w, 6) composite.edge_fields, made by the render
 
 
 def _shrink(x: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -354,10 +402,9 @@ def relight_file(input_path: str, output_path: str, settings: RelightSettings = 
         progress = Progress(info.frame_count if info.is_video else None, label="relight", enabled=show_progress)
         stack.callback(progress.close)
         frames = 0
-        for frame in frames_in:
-            m = mattes.get(frame.index) if mattes is not None else None
-            comp = relighter.process_composite(frame.rgb, time=frame.time, matte=m, index=frame.index,
-                                               scene_linear=scene_linear, encode8=not scene_linear)
+
+        def emit(comp: composite_stage.Composite, time: float) -> None:
+            nonlocal frames
             t = perf_counter()
             if scene_linear:
                 rgb = comp.rgb
@@ -365,16 +412,37 @@ def relight_file(input_path: str, output_path: str, settings: RelightSettings = 
                 rgb = comp.rgb8 if comp.rgb8 is not None else linear_to_srgb8(comp.rgb)
             if scene_linear and comp.alpha is not None:
                 rgb = rgb * comp.alpha[..., None]  # EXR stores premultiplied colour
-            writer.write(rgb, comp.alpha, time=frame.time)
+            writer.write(rgb, comp.alpha, time=time)
             relighter.timer.add("encode-wait" if writer is not sink else "encode", t)
             frames += 1
             progress.update()
             if on_frame is not None:
                 on_frame(frames)
+
+        # a video's frames are rendered in their own thread, one frame behind the analysis (the
+        # render's heavy parts, OpenCV and the fused kernel, release the GIL)
+        renderer = stack.enter_context(InOrder(relighter.render, depth=2)) if info.is_video else None
+        for frame in frames_in:
+            m = mattes.get(frame.index) if mattes is not None else None
+            plan = relighter.analyse(frame.rgb, time=frame.time, matte=m, index=frame.index,
+                                     scene_linear=scene_linear, encode8=not scene_linear)
+            if renderer is None:
+                emit(relighter.render(plan), frame.time)
+                continue
+            t = perf_counter()
+            done = renderer.submit(plan, frame.time)
+            relighter.timer.add("render-wait", t)
+            for comp, time in done:
+                emit(comp, time)
+        if renderer is not None:
+            for comp, time in renderer.drain():
+                emit(comp, time)
         stages = dict(relighter.timer.seconds)
     # the decode and encode threads' own busy time (they overlap the stages above)
     if isinstance(frames_in, Prefetch):
         stages["decode (thread)"] = frames_in.busy
+    if renderer is not None:
+        stages["render (thread)"] = renderer.busy
     if isinstance(writer, BackgroundWriter):
         stages["encode (thread)"] = writer.busy
     seconds = perf_counter() - start

@@ -1,4 +1,5 @@
-"""Overlapping decode, processing and encode: a prefetching reader and a background writer.
+"""Overlapping decode, processing and encode: a prefetching reader, an in-order worker (the
+render of one frame next to the analysis of the next) and a background writer.
 
 Decoding (PyAV) and encoding (PyAV/libx264, swscale) release the GIL, so on a 2-core machine
 running them in their own threads next to the processing thread makes a run take about as long
@@ -11,8 +12,10 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from time import perf_counter
-from typing import Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
 _END = object()
 
@@ -78,6 +81,62 @@ class Prefetch:
             self._thread.join(timeout=10)
 
     def __enter__(self) -> "Prefetch":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class InOrder:
+    """Call ``fn(item)`` in one background thread, in submission order, at most ``depth`` items
+    behind the caller.
+
+    >>> with InOrder(render, depth=2) as worker:
+    ...     for plan in plans:
+    ...         for result, tag in worker.submit(plan, tag):
+    ...             write(result, tag)
+    ...     for result, tag in worker.drain():
+    ...         write(result, tag)
+
+    :meth:`submit` returns the results that are due (oldest first), waiting for the oldest while
+    more than ``depth`` are pending; ``fn``'s exception is re-raised there, in the caller's
+    thread. Closing drops what was not started and waits for the item in progress."""
+
+    def __init__(self, fn: Callable[[Any], Any], depth: int = 2):
+        self._fn = fn
+        self.depth = max(1, int(depth))
+        self.busy = 0.0  # seconds the thread spent in fn
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relight-render")
+        self._pending: deque = deque()
+
+    def _call(self, item):
+        t = perf_counter()
+        try:
+            return self._fn(item)
+        finally:
+            self.busy += perf_counter() - t
+
+    def submit(self, item, tag=None) -> List[Tuple[Any, Any]]:
+        self._pending.append((self._pool.submit(self._call, item), tag))
+        done = []
+        while len(self._pending) > self.depth:
+            future, t = self._pending.popleft()
+            done.append((future.result(), t))
+        return done
+
+    def drain(self) -> Iterator[Tuple[Any, Any]]:
+        """The remaining results, in order."""
+        while self._pending:
+            future, t = self._pending.popleft()
+            yield future.result(), t
+
+    def close(self) -> None:
+        for future, _ in self._pending:
+            future.cancel()
+        self._pending.clear()
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> "InOrder":
         return self
 
     def __exit__(self, *exc) -> None:

@@ -28,7 +28,8 @@ them and keeps one shot's state (see :class:`TemporalStabilizer`):
 * **shading fields**: the render's working-resolution factors (the gain the person is
   multiplied by, its highlights) get the same motion-compensated blend (``fields_tau``,
   ``fields_tol`` on the log gain), which also steadies what the normals do not decide: the
-  materials, the hair sheen, the cast shadows and the source fit's spatial shape.
+  materials, the hair sheen, the cast shadows and the source fit's spatial shape. That state
+  belongs to the render (:class:`FieldSmoother`), which may run a frame behind in its own thread.
 * **source lighting**: the fitted SH irradiance and its albedo scale averaged over a sliding
   time window (triangular weights, ``source_window`` seconds; the scale geometrically), so the
   exposure of the de-lit person does not pump (a finite window: its state is the same in a
@@ -195,7 +196,6 @@ class TemporalStabilizer:
         self._matte_small: Optional[np.ndarray] = None
         self._normals: Optional[np.ndarray] = None
         self._depth: Optional[np.ndarray] = None
-        self._fields: Optional[np.ndarray] = None
         self._sources: Deque[Tuple[float, np.ndarray, float]] = deque()
         self._time = 0.0  # shot time: sum of the frame steps since the reset
         self._shot_frames = 0
@@ -261,8 +261,9 @@ class TemporalStabilizer:
 
     def skip(self) -> None:
         """This frame's shading was not estimated (no person): the carried normals are dropped,
-        so they are not blended into a later frame they no longer belong to."""
-        self._normals = self._depth = self._fields = None
+        so they are not blended into a later frame they no longer belong to (the render's
+        :class:`FieldSmoother` is told the same by :meth:`FieldSmoother.clear`)."""
+        self._normals = self._depth = None
 
     # ------------------------------------------------------------------ landmarks
     def faces(self, faces: List[np.ndarray], image_hw: Tuple[int, int]) -> List[np.ndarray]:
@@ -423,34 +424,6 @@ class TemporalStabilizer:
         # the full-resolution normals (if any were given) no longer match: derived on request
         return replace(geometry, normals=None, size=geometry.frame_size(), **changes)
 
-    def fields(self, fields: np.ndarray) -> np.ndarray:
-        """The render's working-resolution shading fields (see
-        :class:`~relight.stages.render.PersonFields`: de-lighting, target diffuse and specular,
-        source specular) blended with the previous frame's, warped along the flow, where it is
-        reliable and the two agree: the gain the person is multiplied by moves with the person
-        and is re-estimated only gradually (whatever made it change: the normals, the materials,
-        the cast shadows, the source fit), while a large change (a head turning into the light, a
-        new pose) passes within a few frames."""
-        o, m = self.options, self.motion
-        prev = self._fields
-        if o.fields_tau <= 0 or m is None or m.flow is None or prev is None or prev.shape != fields.shape:
-            self._fields = fields
-            return fields
-        h, w = fields.shape[:2]
-        flow = _resize_flow(m.flow, h, w)
-        conf = _resize_to(m.confidence, (h, w))
-        warped = _warp(prev, flow)  # one remap of all the channels (several times faster than 3 at a time)
-
-        def log_gain(f):  # log of the mean-channel diffuse gain (de-lighting x target)
-            return np.log(np.maximum(np.einsum("hwc,hwc->hw", f[..., 0:3], f[..., 3:6]) * np.float32(1.0 / 3.0),
-                                     np.float32(1e-4)))
-
-        d = log_gain(warped) - log_gain(fields)
-        k = np.float32(_keep(o.fields_tau, m.dt)) * conf * np.exp(-np.square(d * np.float32(1.0 / o.fields_tol)))
-        out = (fields + k[..., None] * (warped - fields)).astype(np.float32)
-        self._fields = out
-        return out
-
     # ------------------------------------------------------------------ source lighting
     def source(self, source: SourceLighting) -> SourceLighting:
         """The source lighting averaged over the last ``source_window`` seconds (triangular
@@ -471,6 +444,53 @@ class TemporalStabilizer:
             ls += wgt * l
         scale = math.exp(ls / wsum)
         return SourceLighting(sh=(sh / wsum * scale).astype(np.float32), albedo_scale=float(scale))
+
+
+class FieldSmoother:
+    """The render's working-resolution shading fields (see
+    :class:`~relight.stages.render.PersonFields`: de-lighting, target diffuse and specular,
+    source specular) blended with the previous frame's, warped along the flow, where it is
+    reliable and the two agree: the gain the person is multiplied by moves with the person and
+    is re-estimated only gradually (whatever made it change: the normals, the materials, the
+    cast shadows, the source fit), while a large change (a head turning into the light, a new
+    pose) passes within a few frames.
+
+    It is kept apart from :class:`TemporalStabilizer` because it belongs to the render, which
+    may run one frame behind the analysis in another thread: its state changes only through its
+    own calls, made in frame order with each frame's :class:`FrameMotion`."""
+
+    def __init__(self, options: Optional[TemporalOptions] = None):
+        self.options = options or TemporalOptions()
+        self._fields: Optional[np.ndarray] = None
+
+    def clear(self) -> None:
+        """A frame without shading fields (no person): nothing is carried past it."""
+        self._fields = None
+
+    def smooth(self, fields: np.ndarray, motion: Optional[FrameMotion]) -> np.ndarray:
+        """This frame's (h, w, C) fields, blended with the carried ones along ``motion``'s flow
+        (from :meth:`TemporalStabilizer.begin` for this frame). The first frame of a shot, or
+        one without a flow, starts afresh."""
+        o, m = self.options, motion
+        prev = self._fields
+        if o.fields_tau <= 0 or m is None or m.flow is None or m.first or prev is None \
+                or prev.shape != fields.shape:
+            self._fields = fields
+            return fields
+        h, w = fields.shape[:2]
+        flow = _resize_flow(m.flow, h, w)
+        conf = _resize_to(m.confidence, (h, w))
+        warped = _warp(prev, flow)  # one remap of all the channels (several times faster than 3 at a time)
+
+        def log_gain(f):  # log of the mean-channel diffuse gain (de-lighting x target)
+            return np.log(np.maximum(np.einsum("hwc,hwc->hw", f[..., 0:3], f[..., 3:6]) * np.float32(1.0 / 3.0),
+                                     np.float32(1e-4)))
+
+        d = log_gain(warped) - log_gain(fields)
+        k = np.float32(_keep(o.fields_tau, m.dt)) * conf * np.exp(-np.square(d * np.float32(1.0 / o.fields_tol)))
+        out = (fields + k[..., None] * (warped - fields)).astype(np.float32)
+        self._fields = out
+        return out
 
 
 # ----------------------------------------------------------------------------- helpers
