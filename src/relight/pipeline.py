@@ -11,7 +11,7 @@ from time import perf_counter
 from collections import defaultdict
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -31,7 +31,7 @@ from .stages.perception import Perceiver
 from .stages.render import TargetHDRI, apply_fields, eye_boxes, person_fields, upsample_fields
 from .stages.temporal import FieldSmoother, FrameMotion, TemporalOptions, TemporalStabilizer
 from .threads import BackgroundWriter, InOrder, Prefetch
-from .types import Geometry, Perception, SourceLighting
+from .types import FrameViews, Geometry, Perception, SourceLighting
 
 
 @dataclass
@@ -166,26 +166,48 @@ class Relighter:
         return self.render(self.analyse(image, time=time, matte=matte, index=index, scene_linear=scene_linear,
                                         encode8=encode8))
 
-    def analyse(self, image: np.ndarray, *, time: float = 0.0, matte: Optional[np.ndarray] = None,
-                index: Optional[int] = None, scene_linear: bool = False, encode8: bool = False) -> "FramePlan":
-        """The first half of :meth:`process_composite`: motion, perception, geometry and the
-        source lighting of one frame (frames in order), as a :class:`FramePlan` for
-        :meth:`render`. The two halves share no state, so frame n may be rendered in another
-        thread while frame n + 1 is analysed, as long as the plans are rendered in order."""
+    def prepare(self, image: np.ndarray, has_matte: bool = False) -> FrameViews:
+        """The frame's :class:`~relight.types.FrameViews`, with the copies that :meth:`analyse`
+        will take already made: its linear pixels, and the reduced copies the perception,
+        temporal and working-resolution stages read. Safe to call from another thread (it reads
+        only options): the pipeline calls it in the decode thread, ahead of :meth:`analyse`.
+        ``has_matte``: the frame comes with an external matte (no segmentation)."""
         if image.ndim != 3 or image.shape[2] not in (3, 4):
             raise UsageError(f"expected an (H, W, 3) RGB frame, got shape {image.shape}")
         image = image[..., :3]
+        if image.dtype == np.uint8:
+            views = FrameViews(np.ascontiguousarray(image))
+        else:
+            lin = to_linear(image)
+            views = FrameViews(linear_to_srgb8(lin), linear=lin)
         h, w = image.shape[:2]
+        views.linear()
+        views.resized("linear", *_work_size(h, w))
+        self.perceiver.prepare(views, external_matte=has_matte)
+        if self.temporal is not None:
+            self.temporal.prepare(views)
+        return views
+
+    def analyse(self, image: np.ndarray, *, time: float = 0.0, matte: Optional[np.ndarray] = None,
+                index: Optional[int] = None, scene_linear: bool = False, encode8: bool = False,
+                views: Optional[FrameViews] = None) -> "FramePlan":
+        """The first half of :meth:`process_composite`: motion, perception, geometry and the
+        source lighting of one frame (frames in order), as a :class:`FramePlan` for
+        :meth:`render`. The two halves share no state, so frame n may be rendered in another
+        thread while frame n + 1 is analysed, as long as the plans are rendered in order.
+        ``views``: the frame's :meth:`prepare` (made here if not given)."""
+        t0 = perf_counter()
+        if views is None:
+            views = self.prepare(image, has_matte=matte is not None)
+        t = self.timer.add("decode-convert", t0)
+        rgb8, lin = views.rgb8, views.linear()
+        h, w = rgb8.shape[:2]
         index = self._frames if index is None else index
         self._frames += 1
-        t0 = perf_counter()
-        lin = to_linear(image)
-        rgb8 = image if image.dtype == np.uint8 else linear_to_srgb8(image)
-        t = self.timer.add("decode-convert", t0)
         ts = self.temporal
         motion = None
         if ts is not None:
-            motion = ts.begin(rgb8, time)
+            motion = ts.begin(rgb8, time, views=views)
             if motion.cut:
                 self._reset_perception()
                 self._last = None
@@ -197,7 +219,7 @@ class Relighter:
             if geometry is not None:  # a fade in progress goes on
                 weight = ts.presence(perception.matte)
         else:
-            perception = self.perceiver.process(rgb8, external_matte=matte)
+            perception = self.perceiver.process(rgb8, external_matte=matte, views=views)
             t = self.timer.add("perception", t)
             if ts is not None:
                 perception.face_landmarks = ts.faces(perception.face_landmarks, (h, w))
@@ -208,8 +230,8 @@ class Relighter:
             geometry = source = work = None
             if weight > 0.0:
                 # the analysis stages share one working-resolution copy of the input and matte
-                wh, ww, _ = work_shape(h, w, GeometryOptions().work_size)
-                work = _Work(image=_shrink(lin, wh, ww), matte=_shrink(perception.matte, wh, ww))
+                ww, wh = _work_size(h, w)
+                work = _Work(image=views.resized("linear", ww, wh), matte=_shrink(perception.matte, wh, ww))
                 t = self.timer.add("shrink", t)
                 geometry = estimate_geometry(perception, h, w, work_matte=work.matte)
                 if ts is not None:
@@ -343,6 +365,12 @@ class _Work:
     edges: Optional[np.ndarray] = None  # (h, w, 6) composite.edge_fields, made by the render
 
 
+def _work_size(h: int, w: int) -> Tuple[int, int]:
+    """(w, h) of the working resolution that the analysis stages share."""
+    wh, ww, _ = work_shape(h, w, GeometryOptions().work_size)
+    return ww, wh
+
+
 def _shrink(x: np.ndarray, h: int, w: int) -> np.ndarray:
     """Area-average an image or matte to (h, w)."""
     x = np.asarray(x, np.float32)
@@ -397,7 +425,10 @@ def relight_file(input_path: str, output_path: str, settings: RelightSettings = 
                                                audio_from=input_path if info.is_video else None))
         # decode ahead and encode behind in their own threads (they release the GIL): the run
         # takes about as long as the processing instead of processing + decode + encode
-        frames_in = stack.enter_context(Prefetch(source)) if info.is_video else source
+        # (the decode thread also makes each frame's linear and reduced copies: Relighter.prepare)
+        frames_in = stack.enter_context(Prefetch(
+            source, depth=2, fn=lambda f: (f, relighter.prepare(f.rgb, has_matte=mattes is not None)))) \
+            if info.is_video else ((f, None) for f in source)
         writer = stack.enter_context(BackgroundWriter(sink)) if info.is_video else sink
         progress = Progress(info.frame_count if info.is_video else None, label="relight", enabled=show_progress)
         stack.callback(progress.close)
@@ -422,10 +453,10 @@ def relight_file(input_path: str, output_path: str, settings: RelightSettings = 
         # a video's frames are rendered in their own thread, one frame behind the analysis (the
         # render's heavy parts, OpenCV and the fused kernel, release the GIL)
         renderer = stack.enter_context(InOrder(relighter.render, depth=2)) if info.is_video else None
-        for frame in frames_in:
+        for frame, views in frames_in:
             m = mattes.get(frame.index) if mattes is not None else None
             plan = relighter.analyse(frame.rgb, time=frame.time, matte=m, index=frame.index,
-                                     scene_linear=scene_linear, encode8=not scene_linear)
+                                     scene_linear=scene_linear, encode8=not scene_linear, views=views)
             if renderer is None:
                 emit(relighter.render(plan), frame.time)
                 continue

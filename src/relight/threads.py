@@ -21,7 +21,9 @@ _END = object()
 
 
 class Prefetch:
-    """Iterate ``iterable`` in a background thread, ``depth`` items ahead.
+    """Iterate ``iterable`` in a background thread, ``depth`` items ahead; with ``fn``, yield
+    ``fn(item)`` instead, computed in that thread too (work to do on each item before the
+    consumer needs it).
 
     >>> for frame in Prefetch(source):
     ...     ...
@@ -29,8 +31,8 @@ class Prefetch:
     Closing (or leaving the ``with`` block / abandoning the loop and calling :meth:`close`)
     stops the thread after the item it is producing."""
 
-    def __init__(self, iterable: Iterable, depth: int = 3):
-        self._it = iter(iterable)
+    def __init__(self, iterable: Iterable, depth: int = 3, fn: Optional[Callable[[Any], Any]] = None):
+        self._it = iter(iterable) if fn is None else map(fn, iterable)
         self.busy = 0.0  # seconds the thread spent producing items
         self._q: "queue.Queue" = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()

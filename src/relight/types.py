@@ -11,7 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+import cv2
 import numpy as np
+
+from .colour import to_linear
 
 
 @dataclass
@@ -38,6 +41,46 @@ class Frame:
     rgb: np.ndarray
     index: int = 0
     time: float = 0.0  # presentation time in seconds
+
+
+class FrameViews:
+    """One frame as the stages read it: its uint8 sRGB pixels, and the copies they derive from
+    them (downscaled, grey, linear), each made once and shared.
+
+    A stage asks for exactly the copy it would have made itself (same size, same
+    interpolation), so the results do not depend on who made it or when. The pipeline makes the
+    copies the stages will want ahead, in the decode thread (:meth:`relight.pipeline.Relighter.prepare`),
+    while the previous frame is being analysed: the resizes release the GIL and run beside it.
+    ``linear``: the frame's scene-linear pixels when the input was float (EXR)."""
+
+    def __init__(self, rgb8: np.ndarray, linear: Optional[np.ndarray] = None):
+        self.rgb8 = rgb8
+        self._linear = linear
+        self._made: dict = {}
+
+    def _memo(self, key, make):
+        out = self._made.get(key)
+        if out is None:
+            out = self._made[key] = make()
+        return out
+
+    def linear(self) -> np.ndarray:
+        """(H, W, 3) float32 linear (:func:`relight.colour.to_linear`)."""
+        if self._linear is None:
+            self._linear = to_linear(self.rgb8)
+        return self._linear
+
+    def grey(self) -> np.ndarray:
+        """(H, W) uint8 luma (OpenCV's RGB2GRAY)."""
+        return self._memo("grey", lambda: cv2.cvtColor(np.ascontiguousarray(self.rgb8[..., :3]), cv2.COLOR_RGB2GRAY))
+
+    def resized(self, what: str, w: int, h: int, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
+        """``cv2.resize`` of the ``what`` copy ("rgb8", "grey" or "linear") to (w, h); the copy
+        itself at its own size."""
+        src = {"rgb8": lambda: self.rgb8, "grey": self.grey, "linear": self.linear}[what]()
+        if src.shape[:2] == (h, w):
+            return src
+        return self._memo((what, w, h, interpolation), lambda: cv2.resize(src, (w, h), interpolation=interpolation))
 
 
 @dataclass

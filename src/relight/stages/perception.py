@@ -19,13 +19,13 @@ showing faintly through the person's edge).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np
 
 from .. import kernels
-from ..types import Perception
+from ..types import FrameViews, Perception
 
 
 @dataclass
@@ -49,17 +49,23 @@ class PerceptionOptions:
     min_blob: float = 0.03  # blobs smaller than this x the largest one (and with no face) are dropped (0 = off)
 
 
-def _resize_longest(img: np.ndarray, longest: int, interpolation=cv2.INTER_AREA) -> np.ndarray:
-    h, w = img.shape[:2]
+def _longest_size(h: int, w: int, longest: int) -> Tuple[int, int]:
+    """(w, h) of an image scaled down so that its longest side is ``longest`` (never up)."""
     s = longest / max(h, w)
     if s >= 1.0:
-        return img
-    size = (max(1, round(w * s)), max(1, round(h * s)))
-    return cv2.resize(img, size, interpolation=interpolation)
+        return w, h
+    return max(1, round(w * s)), max(1, round(h * s))
+
+
+def _guide_shape(H: int, W: int, guide_size: int) -> Tuple[int, int, int]:
+    """(k, h, w): the integer factor and size at which :func:`refine_matte` solves its filter."""
+    k = max(1, int(np.ceil(max(H, W) / float(guide_size))))
+    return k, max(1, H // k), max(1, W // k)
 
 
 def refine_matte(guide_rgb: np.ndarray, coarse: np.ndarray, out_hw=None, radius_frac: float = 0.012,
-                 eps: float = 2e-3, guide_size: int = 400, floor: float = 0.0, ceiling: float = 1.0) -> np.ndarray:
+                 eps: float = 2e-3, guide_size: int = 400, floor: float = 0.0, ceiling: float = 1.0,
+                 views: Optional[FrameViews] = None) -> np.ndarray:
     """Upsample a coarse matte to full resolution with a colour guided filter (He et al.),
     in its fast form (He & Sun 2015): the linear coefficients are solved at a reduced size
     (longest side about ``guide_size``, an integer factor of the frame) and applied to the
@@ -68,14 +74,19 @@ def refine_matte(guide_rgb: np.ndarray, coarse: np.ndarray, out_hw=None, radius_
     ``guide_rgb``: (H, W, 3) uint8; ``coarse``: (h, w) float in [0, 1], any size. ``floor`` and
     ``ceiling``: output alpha below the floor becomes 0, above the ceiling 1, and what lies
     between is rescaled to [0, 1]. The full-resolution step is
-    one compiled pass (:func:`relight.kernels.guided_apply`) when numba is available."""
+    one compiled pass (:func:`relight.kernels.guided_apply`) when numba is available.
+    ``views``: the guide's :class:`~relight.types.FrameViews` (its reduced copy is taken from there)."""
     rgb8 = guide_rgb if guide_rgb.dtype == np.uint8 else _as_uint8(guide_rgb)
     H, W = rgb8.shape[:2]
     if out_hw is not None and tuple(out_hw) != (H, W):
         raise ValueError("refine_matte: out_hw must be the guide's size")
-    k = max(1, int(np.ceil(max(H, W) / float(guide_size))))
-    h, w = max(1, H // k), max(1, W // k)
-    small = cv2.resize(rgb8, (w, h), interpolation=cv2.INTER_AREA) if k > 1 else rgb8
+    k, h, w = _guide_shape(H, W, guide_size)
+    if k == 1:
+        small = rgb8
+    elif views is not None and views.rgb8 is rgb8:
+        small = views.resized("rgb8", w, h)
+    else:
+        small = cv2.resize(rgb8, (w, h), interpolation=cv2.INTER_AREA)
     ir, ig, ib = [c.astype(np.float32) * np.float32(1.0 / 255.0) for c in cv2.split(small)]
     p = cv2.resize(coarse.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     r = max(1, int(round(radius_frac * max(h, w))))
@@ -242,17 +253,33 @@ class Perceiver:
         self._prev_coarse: Optional[np.ndarray] = None
 
     # ------------------------------------------------------------------ per frame
-    def process(self, rgb: np.ndarray, external_matte: Optional[np.ndarray] = None) -> Perception:
+    def prepare(self, views: FrameViews, external_matte: bool = False) -> None:
+        """Make ahead the reduced copies of a frame that :meth:`process` will take (any thread)."""
+        opts = self.options
+        H, W = views.rgb8.shape[:2]
+        if opts.use_face_mesh or opts.use_pose:
+            views.resized("rgb8", *_longest_size(H, W, opts.face_work_size))
+        if not external_matte:
+            views.resized("rgb8", *_longest_size(H, W, opts.seg_work_size))
+            k, h, w = _guide_shape(H, W, opts.guide_size)
+            if k > 1:
+                views.resized("rgb8", w, h)
+
+    def process(self, rgb: np.ndarray, external_matte: Optional[np.ndarray] = None,
+                views: Optional[FrameViews] = None) -> Perception:
         """``rgb``: (H, W, 3) uint8 sRGB (float linear input is converted for the models).
         ``external_matte``: optional (H, W) matte in [0, 1] (any dtype; uint8 is scaled by 1/255)
-        used instead of segmentation."""
+        used instead of segmentation. ``views``: ``rgb``'s :class:`~relight.types.FrameViews`,
+        if the caller has them (its reduced copies are shared)."""
         rgb8 = _as_uint8(rgb)
+        if views is None or views.rgb8 is not rgb8:
+            views = FrameViews(rgb8)
         H, W = rgb8.shape[:2]
         opts = self.options
 
         faces = []
         if opts.use_face_mesh:
-            small = _resize_longest(rgb8, opts.face_work_size)
+            small = views.resized("rgb8", *_longest_size(H, W, opts.face_work_size))
             scale = np.array([W, H, W], np.float32)
             for lm in self.backend.face_landmarks(small):
                 faces.append((lm * scale).astype(np.float32))
@@ -260,11 +287,11 @@ class Perceiver:
         if external_matte is not None:
             matte = _as_matte(external_matte, (H, W))
         else:
-            matte = self._segment(rgb8, faces)
+            matte = self._segment(views, faces)
 
         pose = None
         if opts.use_pose:
-            p = self.backend.pose_landmarks(_resize_longest(rgb8, opts.face_work_size))
+            p = self.backend.pose_landmarks(views.resized("rgb8", *_longest_size(H, W, opts.face_work_size)))
             if p is not None:
                 pose = p.copy()
                 pose[:, 0] *= W
@@ -272,10 +299,11 @@ class Perceiver:
                 pose[:, 2] *= W
         return Perception(matte=matte, face_landmarks=faces, pose_landmarks=pose)
 
-    def _segment(self, rgb8: np.ndarray, faces=()) -> np.ndarray:
+    def _segment(self, views: FrameViews, faces=()) -> np.ndarray:
         opts = self.options
+        rgb8 = views.rgb8
         H, W = rgb8.shape[:2]
-        small = _resize_longest(rgb8, opts.seg_work_size)
+        small = views.resized("rgb8", *_longest_size(H, W, opts.seg_work_size))
         coarse = self.backend.segment(small)
         if opts.video and opts.temporal > 0:
             if self._prev_coarse is not None and self._prev_coarse.shape == coarse.shape:
@@ -295,7 +323,8 @@ class Perceiver:
         # background would show through the skin there (and flicker as the edge moves); the
         # ceiling makes it solid
         return refine_matte(rgb8, coarse, None, opts.guided_radius, opts.guided_eps, opts.guide_size,
-                            floor=max(0.0, float(opts.alpha_floor)), ceiling=min(1.0, float(opts.alpha_ceiling)))
+                            floor=max(0.0, float(opts.alpha_floor)), ceiling=min(1.0, float(opts.alpha_ceiling)),
+                            views=views)
 
     def reset(self) -> None:
         """Forget the temporal state (call between unrelated clips)."""

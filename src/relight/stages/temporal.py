@@ -58,7 +58,7 @@ from typing import Deque, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from ..types import Geometry, SourceLighting
+from ..types import FrameViews, Geometry, SourceLighting
 
 
 @dataclass
@@ -201,13 +201,27 @@ class TemporalStabilizer:
         self._shot_frames = 0
 
     # ------------------------------------------------------------------ per frame: motion
-    def begin(self, rgb8: np.ndarray, time: Optional[float] = None) -> FrameMotion:
+    def prepare(self, views: FrameViews) -> None:
+        """Make ahead the reduced copies of a frame that :meth:`begin` will take (any thread)."""
+        self._thumbnails(views)
+
+    def _thumbnails(self, views: FrameViews) -> Tuple[np.ndarray, np.ndarray]:
+        """(grey at the flow resolution, colour thumbnail for the histogram)."""
+        H, W = views.rgb8.shape[:2]
+        h, w = _small_hw(H, W, self.options.flow_size)
+        grey = views.resized("grey", w, h, cv2.INTER_AREA if H > h else cv2.INTER_LINEAR)
+        h, w = _small_hw(H, W, _HIST_SIZE)
+        return grey, views.resized("rgb8", w, h, cv2.INTER_AREA if H > h else cv2.INTER_LINEAR)
+
+    def begin(self, rgb8: np.ndarray, time: Optional[float] = None, views: Optional[FrameViews] = None) -> FrameMotion:
         """Register a new frame (uint8 RGB): frame step, repeated frame, scene cut, optical
-        flow. Resets the state on a cut."""
+        flow. Resets the state on a cut. ``views``: ``rgb8``'s
+        :class:`~relight.types.FrameViews`, if the caller has them."""
         o = self.options
-        grey_full = cv2.cvtColor(np.ascontiguousarray(rgb8[..., :3]), cv2.COLOR_RGB2GRAY)
-        grey = _resize_longest(grey_full, o.flow_size)
-        hist = _colour_hist(rgb8)
+        if views is None or views.rgb8 is not rgb8:
+            views = FrameViews(np.ascontiguousarray(rgb8[..., :3]))
+        grey, thumb = self._thumbnails(views)
+        hist = _colour_hist(thumb)
         t = None if time is None else float(time)
         default_dt = 1.0 / o.default_fps
         dt, cut, dup = default_dt, False, False
@@ -499,11 +513,6 @@ def _small_hw(H: int, W: int, longest: int) -> Tuple[int, int]:
     return max(1, int(round(H * s))), max(1, int(round(W * s)))
 
 
-def _resize_longest(img: np.ndarray, longest: int) -> np.ndarray:
-    h, w = _small_hw(img.shape[0], img.shape[1], longest)
-    return _resize_to(img, (h, w))
-
-
 def _resize_to(img: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
     h, w = hw
     if img.shape[:2] == (h, w):
@@ -550,9 +559,11 @@ def _inside(flow: np.ndarray) -> np.ndarray:
     return ((sx >= 0) & (sy >= 0) & (sx <= w - 1) & (sy <= h - 1)).astype(np.float32)
 
 
-def _colour_hist(rgb8: np.ndarray, bins: int = 8) -> np.ndarray:
-    """Normalised RGB histogram (bins^3) of a 64 px thumbnail."""
-    small = _resize_longest(np.ascontiguousarray(rgb8[..., :3]), 64)
+_HIST_SIZE = 64  # longest side of the thumbnail whose colour histogram detects cuts
+
+
+def _colour_hist(small: np.ndarray, bins: int = 8) -> np.ndarray:
+    """Normalised RGB histogram (bins^3) of a (thumbnail) uint8 image."""
     q = (small.astype(np.int32) * bins) >> 8
     idx = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
     h = np.bincount(idx.ravel(), minlength=bins ** 3).astype(np.float64)
