@@ -8,6 +8,7 @@ decode stage). Everything is mixed in linear light.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -36,19 +37,43 @@ def _blur_sigma(blur: float, width: int, height: int) -> float:
     return float(blur) * 0.04 * max(width, height)
 
 
+# above this sigma (pixels) a Gaussian blur is done at a reduced resolution (see gaussian_blur)
+_REDUCED_BLUR_SIGMA = 16.0
+
+
+def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    """``cv2.GaussianBlur(img, (0, 0), sigma)``, for a wide blur (``sigma`` > 16 px) computed at a
+    resolution reduced by an integer factor k ~ sigma / 8 (area-averaged down, blurred with the
+    edges mirrored, bilinear up; the down and up steps' own spread, about k^2 / 4 in variance, is
+    taken out of the blur), so its cost does not grow with sigma^2 x the frame's pixels: a
+    background blur at 4K takes milliseconds instead of seconds, and differs from the full one by
+    less than 1% of the image's range."""
+    h, w = img.shape[:2]
+    k = int(sigma // (_REDUCED_BLUR_SIGMA / 2)) if sigma > _REDUCED_BLUR_SIGMA else 1
+    k = min(k, max(1, min(h, w) // 64))  # the reduced image keeps at least ~64 px a side
+    if k <= 1:
+        return cv2.GaussianBlur(img, (0, 0), sigma)
+    sh, sw = -(-h // k), -(-w // k)
+    small = cv2.resize(img, (sw, sh), interpolation=cv2.INTER_AREA)
+    s = math.sqrt(max(sigma * sigma - 0.25 * k * k, 1.0)) / k
+    small = cv2.GaussianBlur(small, (0, 0), s, borderType=cv2.BORDER_REFLECT)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
 def blur_image(img: np.ndarray, blur: float) -> np.ndarray:
     if blur <= 0:
         return img
     h, w = img.shape[:2]
-    return cv2.GaussianBlur(img, (0, 0), _blur_sigma(blur, w, h))
+    return gaussian_blur(img, _blur_sigma(blur, w, h))
 
 
 def normalized_blur(img: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian blur of ``img`` counting only pixels where ``weight`` is high (normalised
-    convolution): fills the holes left by removing the person."""
+    convolution): fills the holes left by removing the person. (:func:`gaussian_blur`: a wide
+    one at a reduced resolution.)"""
     w = weight.astype(np.float32)
-    num = cv2.GaussianBlur(img * w[..., None], (0, 0), sigma)
-    den = cv2.GaussianBlur(w, (0, 0), sigma)[..., None]
+    num = gaussian_blur(img * w[..., None], sigma)
+    den = gaussian_blur(w, sigma)[..., None]
     return num / np.maximum(den, 1e-4)
 
 
