@@ -193,8 +193,9 @@ class Relighter:
                 views: Optional[FrameViews] = None) -> "FramePlan":
         """The first half of :meth:`process_composite`: motion, perception, geometry and the
         source lighting of one frame (frames in order), as a :class:`FramePlan` for
-        :meth:`render`. The two halves share no state, so frame n may be rendered in another
-        thread while frame n + 1 is analysed, as long as the plans are rendered in order.
+        :meth:`render`. The two halves keep separate state (the render's carried shading fields
+        change only with the plans it is given), so frame n may be rendered in another thread
+        while frame n + 1 is analysed, as long as the plans are rendered in order.
         ``views``: the frame's :meth:`prepare` (made here if not given)."""
         t0 = perf_counter()
         if views is None:
