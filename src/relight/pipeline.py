@@ -181,8 +181,7 @@ class Relighter:
             lin = to_linear(image)
             views = FrameViews(linear_to_srgb8(lin), linear=lin)
         h, w = image.shape[:2]
-        views.linear()
-        views.resized("linear", *_work_size(h, w))
+        views.resized("linear", *_work_size(h, w))  # (makes the full-resolution linear pixels too)
         self.perceiver.prepare(views, external_matte=has_matte)
         if self.temporal is not None:
             self.temporal.prepare(views)

@@ -81,12 +81,9 @@ def refine_matte(guide_rgb: np.ndarray, coarse: np.ndarray, out_hw=None, radius_
     if out_hw is not None and tuple(out_hw) != (H, W):
         raise ValueError("refine_matte: out_hw must be the guide's size")
     k, h, w = _guide_shape(H, W, guide_size)
-    if k == 1:
-        small = rgb8
-    elif views is not None and views.rgb8 is rgb8:
-        small = views.resized("rgb8", w, h)
-    else:
-        small = cv2.resize(rgb8, (w, h), interpolation=cv2.INTER_AREA)
+    if views is None or views.rgb8 is not rgb8:
+        views = FrameViews(rgb8)
+    small = views.resized("rgb8", w, h)  # (the guide itself when k == 1)
     ir, ig, ib = [c.astype(np.float32) * np.float32(1.0 / 255.0) for c in cv2.split(small)]
     p = cv2.resize(coarse.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     r = max(1, int(round(radius_frac * max(h, w))))

@@ -209,9 +209,9 @@ class TemporalStabilizer:
         """(grey at the flow resolution, colour thumbnail for the histogram)."""
         H, W = views.rgb8.shape[:2]
         h, w = _small_hw(H, W, self.options.flow_size)
-        grey = views.resized("grey", w, h, cv2.INTER_AREA if H > h else cv2.INTER_LINEAR)
+        grey = views.resized("grey", w, h, _interpolation(H, h))
         h, w = _small_hw(H, W, _HIST_SIZE)
-        return grey, views.resized("rgb8", w, h, cv2.INTER_AREA if H > h else cv2.INTER_LINEAR)
+        return grey, views.resized("rgb8", w, h, _interpolation(H, h))
 
     def begin(self, rgb8: np.ndarray, time: Optional[float] = None, views: Optional[FrameViews] = None) -> FrameMotion:
         """Register a new frame (uint8 RGB): frame step, repeated frame, scene cut, optical
@@ -513,12 +513,16 @@ def _small_hw(H: int, W: int, longest: int) -> Tuple[int, int]:
     return max(1, int(round(H * s))), max(1, int(round(W * s)))
 
 
+def _interpolation(src_h: int, h: int) -> int:
+    """Area-averaging to shrink, bilinear to enlarge."""
+    return cv2.INTER_AREA if src_h > h else cv2.INTER_LINEAR
+
+
 def _resize_to(img: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
     h, w = hw
     if img.shape[:2] == (h, w):
         return img
-    interp = cv2.INTER_AREA if img.shape[0] > h else cv2.INTER_LINEAR
-    return cv2.resize(img, (w, h), interpolation=interp)
+    return cv2.resize(img, (w, h), interpolation=_interpolation(img.shape[0], h))
 
 
 def _resize_flow(flow: np.ndarray, h: int, w: int) -> np.ndarray:
