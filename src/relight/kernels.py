@@ -50,6 +50,16 @@ def available() -> bool:
     return numba is not None
 
 
+def set_threads(n: int) -> int:
+    """How many cores each kernel launched from the calling thread may use (numba keeps this
+    setting per thread); 0 = all of them. Returns the previous setting (0 without numba)."""
+    if numba is None:
+        return 0
+    prev = numba.get_num_threads()
+    numba.set_num_threads(int(n) if n > 0 else numba.config.NUMBA_NUM_THREADS)
+    return prev
+
+
 def axis_table(n_out: int, n_in: int):
     """Bilinear taps along one axis, OpenCV's INTER_LINEAR convention: source coordinate
     (i + 0.5) * n_in / n_out - 0.5, clamped to the edge. -> (i0 int32, i1 int32, frac float32)."""

@@ -30,8 +30,11 @@ from .stages.lighting import estimate_source_lighting
 from .stages.perception import Perceiver
 from .stages.render import TargetHDRI, apply_fields, eye_boxes, person_fields, upsample_fields
 from .stages.temporal import FieldSmoother, FrameMotion, TemporalOptions, TemporalStabilizer
-from .threads import BackgroundWriter, InOrder, Prefetch
+from .threads import BackgroundWriter, InOrder, Prefetch, one_core_per_call
 from .types import FrameViews, Geometry, Perception, SourceLighting
+
+# videos up to this size run each OpenCV call and kernel on one core (see relight_file)
+ONE_CORE_PER_CALL_MAX_PIXELS = 1_500_000
 
 
 @dataclass
@@ -428,6 +431,11 @@ def relight_file(input_path: str, output_path: str, settings: RelightSettings = 
         # (the decode thread also makes each frame's linear and reduced copies: Relighter.prepare).
         # Frames in flight each hold ~50 bytes a pixel: above 4 Mpx (4K) fewer wait in the queues
         ahead = 2 if info.width * info.height <= 4_000_000 else 1
+        # the stages' threads fill the cores: on small frames each library call is faster on
+        # its caller's core than split over cores another stage holds (threads.one_core_per_call)
+        one_core = info.is_video and info.width * info.height <= ONE_CORE_PER_CALL_MAX_PIXELS
+        if one_core:
+            stack.enter_context(one_core_per_call())
         frames_in = stack.enter_context(Prefetch(
             source, depth=ahead, fn=lambda f: (f, relighter.prepare(f.rgb, has_matte=mattes is not None)))) \
             if info.is_video else ((f, None) for f in source)
@@ -454,7 +462,9 @@ def relight_file(input_path: str, output_path: str, settings: RelightSettings = 
 
         # a video's frames are rendered in their own thread, one frame behind the analysis (the
         # render's heavy parts, OpenCV and the fused kernel, release the GIL)
-        renderer = stack.enter_context(InOrder(relighter.render, depth=ahead)) if info.is_video else None
+        renderer = stack.enter_context(InOrder(
+            relighter.render, depth=ahead, initializer=(lambda: kernels.set_threads(1)) if one_core else None)) \
+            if info.is_video else None
         for frame, views in frames_in:
             m = mattes.get(frame.index) if mattes is not None else None
             plan = relighter.analyse(frame.rgb, time=frame.time, matte=m, index=frame.index,
