@@ -11,7 +11,7 @@ been, the writer re-raises the sink's on the next ``write`` or at ``close``.
 With the stages in their own threads, both cores are already busy: a library call that splits
 its work over the cores (OpenCV's, or a numba kernel's) then waits for the part that landed on
 the core another stage holds. :func:`one_core_per_call` runs each call on its caller's core;
-on small frames (720p: about 12% faster here), where the calls are short, that wins; on large
+on small frames (720p: about 5% faster here), where the calls are short, that wins; on large
 ones (4K: about 8% slower) the split still pays.
 """
 from __future__ import annotations
