@@ -503,8 +503,11 @@ def upsample_fields(fields: np.ndarray, H: int, W: int, box: Optional[Tuple[int,
     y0, y1, x0, x1 = box
     mx = np.clip((np.arange(x0, x1, dtype=np.float32) + 0.5) * (w / float(W)) - 0.5, 0, w - 1)
     my = np.clip((np.arange(y0, y1, dtype=np.float32) + 0.5) * (h / float(H)) - 0.5, 0, h - 1)
-    gx, gy = np.meshgrid(mx, my)
-    parts = [cv2.remap(np.ascontiguousarray(fields[..., c:c + 3]), gx, gy, cv2.INTER_LINEAR,
+    # only the working pixels under the box (the taps of its first to last sample)
+    fx0, fy0 = int(mx[0]), int(my[0])
+    part = fields[fy0:min(h, int(my[-1]) + 2), fx0:min(w, int(mx[-1]) + 2)]
+    gx, gy = np.meshgrid(mx - np.float32(fx0), my - np.float32(fy0))
+    parts = [cv2.remap(np.ascontiguousarray(part[..., c:c + 3]), gx, gy, cv2.INTER_LINEAR,
                        borderMode=cv2.BORDER_REPLICATE) for c in range(0, C, 3)]
     return np.concatenate(parts, axis=-1)
 
