@@ -170,10 +170,12 @@ class Relighter:
                                         encode8=encode8))
 
     def prepare(self, image: np.ndarray, has_matte: bool = False) -> FrameViews:
-        """The frame's :class:`~relight.types.FrameViews`, with the copies that :meth:`analyse`
-        will take already made: its linear pixels, and the reduced copies the perception,
-        temporal and working-resolution stages read. Safe to call from another thread (it reads
-        only options): the pipeline calls it in the decode thread, ahead of :meth:`analyse`.
+        """The frame's :class:`~relight.types.FrameViews`, with what :meth:`analyse` will take
+        already made: its linear pixels, the reduced copies the perception, temporal and
+        working-resolution stages read, and the perception models' outputs
+        (:meth:`Perceiver.prepare`). Call it for every frame, in order, from one thread at a time
+        (another than :meth:`analyse`'s is fine): the pipeline calls it in the decode thread,
+        ahead of :meth:`analyse`, so the models run beside the analysis of the frame before.
         ``has_matte``: the frame comes with an external matte (no segmentation)."""
         if image.ndim != 3 or image.shape[2] not in (3, 4):
             raise UsageError(f"expected an (H, W, 3) RGB frame, got shape {image.shape}")

@@ -50,7 +50,8 @@ class FrameViews:
     A stage asks for exactly the copy it would have made itself (same size, same
     interpolation), so the results do not depend on who made it or when. The pipeline makes the
     copies the stages will want ahead, in the decode thread (:meth:`relight.pipeline.Relighter.prepare`),
-    while the previous frame is being analysed: the resizes release the GIL and run beside it.
+    while the previous frame is being analysed: the resizes release the GIL and run beside it,
+    as do the perception models (:meth:`derived`).
     ``linear``: the frame's scene-linear pixels when the input was float (EXR)."""
 
     def __init__(self, rgb8: np.ndarray, linear: Optional[np.ndarray] = None):
@@ -63,6 +64,11 @@ class FrameViews:
         if out is None:
             out = self._made[key] = make()
         return out
+
+    def derived(self, key, make):
+        """``make()``, made once per ``key`` and shared: what a stage derives from this frame
+        beyond its copies (a model's output on it, say)."""
+        return self._memo(("derived", key), make)
 
     def linear(self) -> np.ndarray:
         """(H, W, 3) float32 linear (:func:`relight.colour.to_linear`)."""

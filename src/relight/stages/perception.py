@@ -251,16 +251,37 @@ class Perceiver:
 
     # ------------------------------------------------------------------ per frame
     def prepare(self, views: FrameViews, external_matte: bool = False) -> None:
-        """Make ahead the reduced copies of a frame that :meth:`process` will take (any thread)."""
+        """Run ahead, on a frame's reduced copies, what :meth:`process` will take: the models'
+        outputs (kept in ``views``). The face tracker follows the frames in the order it is given
+        them: call this (or :meth:`process`) for the frames in order, from one thread at a time."""
         opts = self.options
-        H, W = views.rgb8.shape[:2]
-        if opts.use_face_mesh or opts.use_pose:
-            views.resized("rgb8", *_longest_size(H, W, opts.face_work_size))
+        if opts.use_face_mesh:
+            self._face_landmarks(views)
+        if opts.use_pose:
+            self._pose_landmarks(views)
         if not external_matte:
-            views.resized("rgb8", *_longest_size(H, W, opts.seg_work_size))
+            self._coarse_matte(views)
+            H, W = views.rgb8.shape[:2]
             k, h, w = _guide_shape(H, W, opts.guide_size)
             if k > 1:
                 views.resized("rgb8", w, h)
+
+    def _face_landmarks(self, views: FrameViews) -> list:
+        """The face mesh's landmarks (normalised coordinates) on this frame, run once."""
+        H, W = views.rgb8.shape[:2]
+        small = views.resized("rgb8", *_longest_size(H, W, self.options.face_work_size))
+        return views.derived((self.backend, "face_landmarks"), lambda: list(self.backend.face_landmarks(small)))
+
+    def _pose_landmarks(self, views: FrameViews) -> Optional[np.ndarray]:
+        H, W = views.rgb8.shape[:2]
+        small = views.resized("rgb8", *_longest_size(H, W, self.options.face_work_size))
+        return views.derived((self.backend, "pose_landmarks"), lambda: self.backend.pose_landmarks(small))
+
+    def _coarse_matte(self, views: FrameViews) -> np.ndarray:
+        """The segmentation model's matte on this frame (its own resolution), run once."""
+        H, W = views.rgb8.shape[:2]
+        small = views.resized("rgb8", *_longest_size(H, W, self.options.seg_work_size))
+        return views.derived((self.backend, "segment"), lambda: self.backend.segment(small))
 
     def process(self, rgb: np.ndarray, external_matte: Optional[np.ndarray] = None,
                 views: Optional[FrameViews] = None) -> Perception:
@@ -276,9 +297,8 @@ class Perceiver:
 
         faces = []
         if opts.use_face_mesh:
-            small = views.resized("rgb8", *_longest_size(H, W, opts.face_work_size))
             scale = np.array([W, H, W], np.float32)
-            for lm in self.backend.face_landmarks(small):
+            for lm in self._face_landmarks(views):
                 faces.append((lm * scale).astype(np.float32))
 
         if external_matte is not None:
@@ -288,7 +308,7 @@ class Perceiver:
 
         pose = None
         if opts.use_pose:
-            p = self.backend.pose_landmarks(views.resized("rgb8", *_longest_size(H, W, opts.face_work_size)))
+            p = self._pose_landmarks(views)
             if p is not None:
                 pose = p.copy()
                 pose[:, 0] *= W
@@ -301,7 +321,7 @@ class Perceiver:
         rgb8 = views.rgb8
         H, W = rgb8.shape[:2]
         small = views.resized("rgb8", *_longest_size(H, W, opts.seg_work_size))
-        coarse = self.backend.segment(small)
+        coarse = self._coarse_matte(views)
         if opts.video and opts.temporal > 0:
             if self._prev_coarse is not None and self._prev_coarse.shape == coarse.shape:
                 coarse = (1.0 - opts.temporal) * coarse + opts.temporal * self._prev_coarse
