@@ -122,6 +122,39 @@ def test_guided_matte_kernel_matches_opencv_path(portrait_rgb, monkeypatch):
     assert np.abs(fast - np.clip((plain - 0.05) / 0.85, 0, 1)).max() < 1e-4
 
 
+def test_poisson_height_kernel_matches_opencv_path(monkeypatch):
+    from relight.stages.geometry import poisson_height
+
+    yy, xx = np.mgrid[:90, :160]
+    inside = ((xx - 70) / 50.0) ** 2 + ((yy - 50) / 35.0) ** 2 < 1  # an ellipse touching no border
+    inside |= (np.abs(xx - 140) < 8) & (yy > 30)  # and a limb reaching the bottom edge
+    fast = poisson_height(inside)
+    monkeypatch.setattr(kernels, "available", lambda: False)
+    ref = poisson_height(inside)
+    assert fast.max() > 100 and np.all(fast[~inside] == 0)
+    assert np.abs(fast - ref).max() < 1e-5 * ref.max()
+
+
+def test_shadow_march_kernel_matches_opencv_path(monkeypatch):
+    from relight.stages.render import shadow_map
+
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:144, :256].astype(np.float32)
+    r2 = (xx - 128) ** 2 + (yy - 72) ** 2
+    depth = np.sqrt(np.maximum(60.0 ** 2 - r2, 0)).astype(np.float32)
+    depth[50:60, 100:110] += 25.0  # a bump that casts a shadow
+    depth += rng.random(depth.shape).astype(np.float32)
+    inside = r2 < 60.0 ** 2
+    for d in ([0.7, 0.3, 0.6], [-0.9, -0.1, 0.3], [0.33, -0.71, 0.4]):
+        d = np.asarray(d) / np.linalg.norm(d)
+        fast = shadow_map(depth, d, 0.05, 50.0, 1.0, 160, inside)
+        with monkeypatch.context() as m:
+            m.setattr(kernels, "available", lambda: False)
+            ref = shadow_map(depth, d, 0.05, 50.0, 1.0, 160, inside)
+        assert 0.05 < float((ref < 0.5).mean()) < 0.5  # real shadows on the sphere
+        assert np.abs(fast - ref).mean() < 1e-4 and np.abs(fast - ref).max() < 0.05
+
+
 def test_in_order_worker_keeps_order_depth_and_errors():
     import threading
     import time

@@ -12,10 +12,17 @@ The numpy reference of the same maths is :func:`relight.stages.render.render_per
 :func:`relight.stages.composite.composite` and :func:`relight.colour.linear_to_srgb8`; the tests
 check that the two agree to 1/255.
 
+Two small loops of the working-resolution stages are compiled here too, because done in
+OpenCV calls they cost more in per-call overhead than in arithmetic: the red-black relaxation
+of the silhouette's height (:func:`sor`, ~230 calls a frame) and the cast-shadow march
+(:func:`shadow_march`, ~5 calls per step). Their OpenCV forms stay in the stages, used
+without numba; the tests check that both forms agree.
+
 The kernels may be called from several threads (the pipeline renders one frame while it
-analyses the next): their launches are serialised by one lock, because numba's fallback
-threading layer (``workqueue``, used when neither OpenMP nor TBB is present) aborts the process
-on concurrent parallel launches. Each launch uses all the cores by itself.
+analyses the next): the parallel ones' launches are serialised by one lock, because numba's
+fallback threading layer (``workqueue``, used when neither OpenMP nor TBB is present) aborts the
+process on concurrent parallel launches. Each such launch uses all the cores it is allowed
+(:func:`set_threads`); the serial kernels need no lock.
 
 Compiled on first use and cached on disk by numba (``cache=True``: in the package's
 ``__pycache__``, or numba's user cache directory when that is not writable).
@@ -194,6 +201,65 @@ def guided_apply(rgb8: np.ndarray, coef: np.ndarray, floor: float = 0.0, ceiling
     with _LAUNCH:
         _guided(rgb8, coef, y0, y1, fy, x0, x1, fx, np.float32(floor), np.float32(ceiling), out)
     return out
+
+
+if numba is not None:
+
+    @njit(cache=True, fastmath=True, nogil=True)
+    def _sor(u, mask, iters, omega):
+        h, w = u.shape
+        for _ in range(iters):
+            for colour in range(2):
+                for y in range(h):
+                    ya, yb = max(y - 1, 0), min(y + 1, h - 1)
+                    for x in range((y + colour) % 2, w, 2):
+                        m = mask[y, x]
+                        if m != 0.0:
+                            nb = u[ya, x] + u[yb, x] + u[y, max(x - 1, 0)] + u[y, min(x + 1, w - 1)]
+                            u[y, x] += omega * m * (0.25 * nb + 0.25 - u[y, x])
+
+    @njit(cache=True, fastmath=True, nogil=True)
+    def _march(occ, d, dx, dy, dz, n_steps, bias, tan_r, step, far, occl):
+        h, w = d.shape
+        for k in range(1, n_steps + 1):
+            # occ seen k steps towards the light, bilinear, ``far`` beyond the image
+            # the offset rounded to 1/32 pixel, as OpenCV's warpAffine does (the two paths agree)
+            sx, sy = round(k * dx * 32.0) / 32.0, round(k * dy * 32.0) / 32.0
+            ix, iy = int(math.floor(sx)), int(math.floor(sy))
+            fx, fy = sx - ix, sy - iy
+            soft = 0.5 + tan_r * k * step
+            inv_soft = 1.0 / soft
+            off = (k * dz + bias) * inv_soft
+            for y in range(h):
+                y0, y1 = y + iy, y + iy + 1
+                for x in range(w):
+                    x0, x1 = x + ix, x + ix + 1
+                    v00 = occ[y0, x0] if 0 <= y0 < h and 0 <= x0 < w else far
+                    v01 = occ[y0, x1] if 0 <= y0 < h and 0 <= x1 < w else far
+                    v10 = occ[y1, x0] if 0 <= y1 < h and 0 <= x0 < w else far
+                    v11 = occ[y1, x1] if 0 <= y1 < h and 0 <= x1 < w else far
+                    s = (v00 * (1.0 - fx) + v01 * fx) * (1.0 - fy) + (v10 * (1.0 - fx) + v11 * fx) * fy
+                    r = (s - d[y, x]) * inv_soft - off
+                    if r > occl[y, x]:
+                        occl[y, x] = r
+
+
+def sor(u: np.ndarray, mask: np.ndarray, iters: int, omega: float) -> None:
+    """Red-black successive over-relaxation of lap(u) = -1 where ``mask`` (weights in [0, 1])
+    is non-zero, in place on (h, w) float32 ``u``, replicated borders (see
+    :func:`relight.stages.geometry.poisson_height`)."""
+    _sor(u, np.ascontiguousarray(mask, np.float32), int(iters), np.float32(omega))
+
+
+def shadow_march(occ: np.ndarray, d: np.ndarray, dx: float, dy: float, dz: float, n_steps: int, bias: float,
+                 tan_r: float, step: float, far: float) -> np.ndarray:
+    """The occlusion of :func:`relight.stages.render.shadow_map`: max over k = 1..n_steps of
+    (occ(x + k (dx, dy)) - d(x) - k dz - bias) / (0.5 + tan_r k step), with ``occ`` read
+    bilinearly and ``far`` beyond the image, floored at 0. -> (h, w) float32."""
+    occl = np.zeros(d.shape, np.float32)
+    _march(_contig(occ), _contig(d), float(dx), float(dy), float(dz), int(n_steps), float(bias), float(tan_r),
+           float(step), np.float32(far), occl)
+    return occl
 
 
 def fused_composite8(person_in: np.ndarray, lin: np.ndarray, fields: np.ndarray, matte: np.ndarray,
