@@ -14,8 +14,9 @@ check that the two agree to 1/255.
 
 Two small loops of the working-resolution stages are compiled here too, because done in
 OpenCV calls they cost more in per-call overhead than in arithmetic: the red-black relaxation
-of the silhouette's height (:func:`sor`, ~230 calls a frame) and the cast-shadow march
-(:func:`shadow_march`, ~5 calls per step). Their OpenCV forms stay in the stages, used
+of the silhouette's height (:func:`sor`, ~230 calls a frame), the cast-shadow march
+(:func:`shadow_march`, ~5 calls per step) and the guided filter's solve for the matte
+(:func:`guided_coefficients`, ~50 calls). Their OpenCV forms stay in the stages, used
 without numba; the tests check that both forms agree.
 
 The kernels may be called from several threads (the pipeline renders one frame while it
@@ -242,6 +243,65 @@ if numba is not None:
                     r = (s - d[y, x]) * inv_soft - off
                     if r > occl[y, x]:
                         occl[y, x] = r
+
+
+if numba is not None:
+
+    @njit(cache=True, fastmath=True, nogil=True)
+    def _guided_moments(rgb8, p, out):
+        h, w = p.shape
+        for y in range(h):
+            for x in range(w):
+                r = rgb8[y, x, 0] * np.float32(1.0 / 255.0)
+                g = rgb8[y, x, 1] * np.float32(1.0 / 255.0)
+                b = rgb8[y, x, 2] * np.float32(1.0 / 255.0)
+                q = p[y, x]
+                o = out[y, x]
+                o[0], o[1], o[2], o[3] = r, g, b, q
+                o[4], o[5], o[6] = r * q, g * q, b * q
+                o[7], o[8], o[9], o[10], o[11], o[12] = r * r, r * g, r * b, g * g, g * b, b * b
+
+    @njit(cache=True, fastmath=True, nogil=True)
+    def _guided_solve(m, eps, out):
+        h, w = m.shape[:2]
+        for y in range(h):
+            for x in range(w):
+                v = m[y, x]
+                mr, mg, mb, mp = v[0], v[1], v[2], v[3]
+                cr, cg, cb = v[4] - mr * mp, v[5] - mg * mp, v[6] - mb * mp
+                vrr = v[7] - mr * mr + eps
+                vrg = v[8] - mr * mg
+                vrb = v[9] - mr * mb
+                vgg = v[10] - mg * mg + eps
+                vgb = v[11] - mg * mb
+                vbb = v[12] - mb * mb + eps
+                c00 = vgg * vbb - vgb * vgb
+                c01 = vgb * vrb - vrg * vbb
+                c02 = vrg * vgb - vgg * vrb
+                c11 = vrr * vbb - vrb * vrb
+                c12 = vrb * vrg - vrr * vgb
+                c22 = vrr * vgg - vrg * vrg
+                inv = np.float32(1.0 / 255.0) / (vrr * c00 + vrg * c01 + vrb * c02)
+                ar = (c00 * cr + c01 * cg + c02 * cb) * inv
+                ag = (c01 * cr + c11 * cg + c12 * cb) * inv
+                ab = (c02 * cr + c12 * cg + c22 * cb) * inv
+                o = out[y, x]
+                o[0], o[1], o[2] = ar, ag, ab
+                o[3] = mp - (ar * mr + ag * mg + ab * mb) * np.float32(255.0)
+
+
+def guided_coefficients(rgb8: np.ndarray, p: np.ndarray, box, eps: float) -> np.ndarray:
+    """The fast guided filter's mean linear coefficients at the reduced size: ``rgb8`` (h, w, 3)
+    uint8 guide, ``p`` (h, w) float32 input, ``box`` the window's mean filter (applied to a
+    many-channel image at once). -> (h, w, 4) float32: a_r, a_g, a_b per uint8 guide level, b
+    (what :func:`guided_apply` takes); the maths of :func:`relight.stages.perception.refine_matte`'s
+    OpenCV form in two compiled passes."""
+    h, w = p.shape
+    moments = np.empty((h, w, 13), np.float32)
+    _guided_moments(np.ascontiguousarray(rgb8[..., :3]), _contig(p), moments)
+    coef = np.empty((h, w, 4), np.float32)
+    _guided_solve(box(moments), np.float32(eps), coef)
+    return box(coef)
 
 
 def sor(u: np.ndarray, mask: np.ndarray, iters: int, omega: float) -> None:

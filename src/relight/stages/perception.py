@@ -73,8 +73,9 @@ def refine_matte(guide_rgb: np.ndarray, coarse: np.ndarray, out_hw=None, radius_
 
     ``guide_rgb``: (H, W, 3) uint8; ``coarse``: (h, w) float in [0, 1], any size. ``floor`` and
     ``ceiling``: output alpha below the floor becomes 0, above the ceiling 1, and what lies
-    between is rescaled to [0, 1]. The full-resolution step is
-    one compiled pass (:func:`relight.kernels.guided_apply`) when numba is available.
+    between is rescaled to [0, 1]. With numba, the solve and the full-resolution step are
+    compiled (:func:`relight.kernels.guided_coefficients`, :func:`relight.kernels.guided_apply`);
+    below is the same maths in OpenCV calls.
     ``views``: the guide's :class:`~relight.types.FrameViews` (its reduced copy is taken from there)."""
     rgb8 = guide_rgb if guide_rgb.dtype == np.uint8 else _as_uint8(guide_rgb)
     H, W = rgb8.shape[:2]
@@ -84,7 +85,6 @@ def refine_matte(guide_rgb: np.ndarray, coarse: np.ndarray, out_hw=None, radius_
     if views is None or views.rgb8 is not rgb8:
         views = FrameViews(rgb8)
     small = views.resized("rgb8", w, h)  # (the guide itself when k == 1)
-    ir, ig, ib = [c.astype(np.float32) * np.float32(1.0 / 255.0) for c in cv2.split(small)]
     p = cv2.resize(coarse.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     r = max(1, int(round(radius_frac * max(h, w))))
     ksize = (2 * r + 1, 2 * r + 1)
@@ -92,6 +92,9 @@ def refine_matte(guide_rgb: np.ndarray, coarse: np.ndarray, out_hw=None, radius_
     def box(x):
         return cv2.boxFilter(x, -1, ksize, borderType=cv2.BORDER_REFLECT)
 
+    if kernels.available():
+        return kernels.guided_apply(rgb8, kernels.guided_coefficients(small, p, box, eps), floor, ceiling)
+    ir, ig, ib = [c.astype(np.float32) * np.float32(1.0 / 255.0) for c in cv2.split(small)]
     # contiguous planes: numpy is several times slower on interleaved channel views
     mr, mg, mb, mp = box(ir), box(ig), box(ib), box(p)
     cr = box(ir * p) - mr * mp
@@ -116,8 +119,6 @@ def refine_matte(guide_rgb: np.ndarray, coarse: np.ndarray, out_hw=None, radius_
     ag = (c01 * cr + c11 * cg + c12 * cb) * inv
     ab = (c02 * cr + c12 * cg + c22 * cb) * inv
     b = mp - (ar * mr + ag * mg + ab * mb) * np.float32(255.0)
-    if kernels.available():
-        return kernels.guided_apply(rgb8, cv2.merge([box(ar), box(ag), box(ab), box(b)]), floor, ceiling)
     ma = cv2.merge([box(ar), box(ag), box(ab)])
     mb_ = box(b)
     if k > 1:
