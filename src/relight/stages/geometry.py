@@ -318,8 +318,9 @@ def _rasterize_one(lm: np.ndarray, xy: np.ndarray, h: int, w: int, depth_scale: 
     fixed = np.round((xy - 0.5) * (1 << SHIFT)).astype(np.int32)
     ids = np.full((h, w), -1, np.int32)
     depth = pts[tris, 2].mean(axis=1)
-    for t in np.argsort(depth):  # painter's order: far (small camera z) first
-        cv2.fillConvexPoly(ids, fixed[tris[t]], (int(t),), lineType=cv2.LINE_8, shift=SHIFT)
+    order = np.argsort(depth)  # painter's order: far (small camera z) first
+    for t, poly in zip(order.tolist(), fixed[tris[order]]):
+        cv2.fillConvexPoly(ids, poly, (t,), lineType=cv2.LINE_8, shift=SHIFT)
     # per triangle, the affine map pixel (x, y, 1) -> interpolated normal: G = V @ inverse(P)
     # P has the vertices (x, y, 1) as columns; its rows are r0 = xs, r1 = ys, r2 = ones, and
     # inverse(P) has the columns (r1 x r2, r2 x r0, r0 x r1) / det
