@@ -12,7 +12,7 @@ The numpy reference of the same maths is :func:`relight.stages.render.render_per
 :func:`relight.stages.composite.composite` and :func:`relight.colour.linear_to_srgb8`; the tests
 check that the two agree to 1/255.
 
-Two small loops of the working-resolution stages are compiled here too, because done in
+Three small loops of the working-resolution stages are compiled here too, because done in
 OpenCV calls they cost more in per-call overhead than in arithmetic: the red-black relaxation
 of the silhouette's height (:func:`sor`, ~230 calls a frame), the cast-shadow march
 (:func:`shadow_march`, ~5 calls per step) and the guided filter's solve for the matte
@@ -243,9 +243,6 @@ if numba is not None:
                     r = (s - d[y, x]) * inv_soft - off
                     if r > occl[y, x]:
                         occl[y, x] = r
-
-
-if numba is not None:
 
     @njit(cache=True, fastmath=True, nogil=True)
     def _guided_moments(rgb8, p, out):

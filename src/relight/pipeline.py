@@ -430,7 +430,8 @@ def relight_file(input_path: str, output_path: str, settings: RelightSettings = 
                                                audio_from=input_path if info.is_video else None))
         # decode ahead and encode behind in their own threads (they release the GIL): the run
         # takes about as long as the processing instead of processing + decode + encode
-        # (the decode thread also makes each frame's linear and reduced copies: Relighter.prepare).
+        # (the decode thread also makes each frame's linear and reduced copies and runs the
+        # perception models on it: Relighter.prepare).
         # Frames in flight each hold ~50 bytes a pixel: above 4 Mpx (4K) fewer wait in the queues
         ahead = 2 if info.width * info.height <= 4_000_000 else 1
         # the stages' threads fill the cores: on small frames each library call is faster on
