@@ -208,3 +208,16 @@ def test_wide_blur_at_reduced_resolution_matches_full_blur(sigma):
         got = gaussian_blur(x, sigma)
         assert got.shape == ref.shape and got.dtype == np.float32
         assert np.abs(got - ref).max() < 0.004 * float(ref.max() - ref.min()), np.abs(got - ref).max()
+
+
+def test_frame_views_make_each_result_once_even_none():
+    # a model run ahead in the decode thread must not run again when the stage asks for it,
+    # also when it found nothing (a second run would feed its tracker the same frame twice)
+    from relight.types import FrameViews
+
+    views = FrameViews(np.zeros((8, 8, 3), np.uint8))
+    calls = []
+    for _ in range(3):
+        assert views.derived("pose", lambda: calls.append("pose")) is None
+        assert views.derived("faces", lambda: calls.append("faces") or []) == []
+    assert calls == ["pose", "faces"]

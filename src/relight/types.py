@@ -60,10 +60,9 @@ class FrameViews:
         self._made: dict = {}
 
     def _memo(self, key, make):
-        out = self._made.get(key)
-        if out is None:
-            out = self._made[key] = make()
-        return out
+        if key not in self._made:  # (a result may be None: no pose found, say)
+            self._made[key] = make()
+        return self._made[key]
 
     def derived(self, key, make):
         """``make()``, made once per ``key`` and shared: what a stage derives from this frame
