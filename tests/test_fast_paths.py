@@ -221,3 +221,29 @@ def test_frame_views_make_each_result_once_even_none():
         assert views.derived("pose", lambda: calls.append("pose")) is None
         assert views.derived("faces", lambda: calls.append("faces") or []) == []
     assert calls == ["pose", "faces"]
+
+
+def test_frame_views_big_reductions_come_from_the_half_size_copy(portrait_rgb):
+    """A 3x-or-more area shrink of an 8-bit copy is made from the half-size copy: close to the
+    direct average, the same whichever size is asked for first, and the half-size luma is the
+    luma of the half-size colour copy."""
+    from relight.types import FrameViews
+
+    frame = cv2.resize(portrait_rgb, (960, 540), interpolation=cv2.INTER_CUBIC)  # video-like: smooth
+    sizes = [(320, 180), (128, 72), (256, 144), (480, 270)]
+    first = FrameViews(frame)
+    got = {s: first.resized("rgb8", *s) for s in sizes}
+    other = FrameViews(frame)
+    for s in reversed(sizes):
+        assert np.array_equal(other.resized("rgb8", *s), got[s])  # order does not matter
+    for s in sizes:
+        direct = cv2.resize(frame, s, interpolation=cv2.INTER_AREA).astype(int)
+        diff = np.abs(got[s].astype(int) - direct)
+        assert diff.mean() < 1.5 and np.percentile(diff, 99) <= 12, (s, diff.mean())  # (~1 and 8 here)
+    half_grey = cv2.cvtColor(got[(480, 270)], cv2.COLOR_RGB2GRAY)
+    assert np.array_equal(first.resized("grey", 480, 270), half_grey)
+    grey = first.resized("grey", 160, 90)
+    assert np.array_equal(grey, cv2.resize(half_grey, (160, 90), interpolation=cv2.INTER_AREA))
+    # linear copies (float) and other interpolations are made from the full frame, as asked
+    assert np.array_equal(first.resized("rgb8", 100, 50, cv2.INTER_LINEAR),
+                          cv2.resize(frame, (100, 50), interpolation=cv2.INTER_LINEAR))

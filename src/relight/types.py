@@ -81,11 +81,27 @@ class FrameViews:
 
     def resized(self, what: str, w: int, h: int, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
         """``cv2.resize`` of the ``what`` copy ("rgb8", "grey" or "linear") to (w, h); the copy
-        itself at its own size."""
-        src = {"rgb8": lambda: self.rgb8, "grey": self.grey, "linear": self.linear}[what]()
-        if src.shape[:2] == (h, w):
-            return src
-        return self._memo((what, w, h, interpolation), lambda: cv2.resize(src, (w, h), interpolation=interpolation))
+        itself at its own size.
+
+        An 8-bit copy shrunk 3x or more by area-averaging is made from the frame's half-size
+        copy (an exact 2x2 average, OpenCV's fast path): at 1080p that is ~5x cheaper than
+        averaging the full frame over fractional areas, and differs from it by half a level on
+        average (the two averaging windows do not line up exactly). The half-size luma is the
+        luma of the half-size colour copy (no full-size luma is made)."""
+        full = {"rgb8": lambda: self.rgb8, "grey": self.grey, "linear": self.linear}[what]
+        H, W = self.rgb8.shape[:2]
+        if (h, w) == (H, W):
+            return full()
+        return self._memo((what, w, h, interpolation), lambda: self._shrink(what, full, w, h, interpolation))
+
+    def _shrink(self, what: str, full, w: int, h: int, interpolation: int) -> np.ndarray:
+        H, W = self.rgb8.shape[:2]
+        halves = interpolation == cv2.INTER_AREA and what != "linear" and H % 2 == 0 and W % 2 == 0
+        if halves and what == "grey" and (w, h) == (W // 2, H // 2):
+            return cv2.cvtColor(self.resized("rgb8", w, h), cv2.COLOR_RGB2GRAY)
+        if halves and W >= 3 * w and H >= 3 * h:
+            return cv2.resize(self.resized(what, W // 2, H // 2), (w, h), interpolation=interpolation)
+        return cv2.resize(full(), (w, h), interpolation=interpolation)
 
 
 @dataclass
