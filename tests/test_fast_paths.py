@@ -65,6 +65,25 @@ def test_fused_kernel_pieces_against_numpy():
     assert diff.max() <= 2 and (diff > 1).mean() < 2e-3
 
 
+def test_fused_kernel_copies_an_encoded_background():
+    """A background given already encoded (encode8: a static one, encoded once) is copied where
+    there is no person, and the output is exactly the one without it."""
+    rng = np.random.default_rng(5)
+    H, W, h, w = 41, 67, 9, 15
+    lin = rng.random((H, W, 3), dtype=np.float32)
+    matte = np.clip(rng.random((H, W), dtype=np.float32) * 1.4 - 0.2, 0, 1)
+    fields = rng.random((h, w, 12), dtype=np.float32)
+    bg = rng.random((H, W, 3), dtype=np.float32)
+    kw = dict(gain=1.3, amax=0.9, strength=0.7, knee=TONE_KNEE, lut=LINEAR_TO_SRGB8_LUT)
+    ref = kernels.fused_composite8(lin, lin, fields, matte, 0.8, bg, **kw)
+    bg8 = kernels.encode8(bg, LINEAR_TO_SRGB8_LUT)
+    assert np.abs(bg8.astype(int) - linear_to_srgb8(bg)).max() <= 1
+    assert np.array_equal(kernels.fused_composite8(lin, lin, fields, matte, 0.8, bg, background8=bg8, **kw), ref)
+    assert np.array_equal(ref[matte == 0], bg8[matte == 0])
+    with pytest.raises(ValueError):
+        kernels.fused_composite8(lin, lin, fields, matte, 0.8, bg, background8=bg8[1:], **kw)
+
+
 def test_prefetch_passes_items_and_errors_in_order():
     assert list(Prefetch(range(50), depth=2)) == list(range(50))
 
@@ -247,3 +266,16 @@ def test_frame_views_big_reductions_come_from_the_half_size_copy(portrait_rgb):
     # linear copies (float) and other interpolations are made from the full frame, as asked
     assert np.array_equal(first.resized("rgb8", 100, 50, cv2.INTER_LINEAR),
                           cv2.resize(frame, (100, 50), interpolation=cv2.INTER_LINEAR))
+
+
+def test_static_background_is_encoded_once(portrait_rgb):
+    """The render encodes an image background to 8 bits once it comes back unchanged (a static
+    HDRI view), and not when it changes every frame (autorotate, a source background)."""
+    with Relighter(RelightSettings(hdri="studio"), video=True) as r:
+        bg = np.full((4, 5, 3), 0.5, np.float32)
+        assert r._encoded_background(bg) is None  # first sight: not worth encoding yet
+        enc = r._encoded_background(bg)
+        assert enc is not None and enc.shape == (4, 5, 3) and enc.dtype == np.uint8
+        assert r._encoded_background(bg) is enc  # made once
+        assert r._encoded_background(bg.copy()) is None  # another background
+        assert r._encoded_background(np.array([0.1, 0.2, 0.3], np.float32)) is None  # a colour

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import threading
+from typing import Optional
 
 import numpy as np
 
@@ -45,6 +46,7 @@ except ImportError:  # pragma: no cover
 BG_IMAGE = 0  # a full-resolution display-linear image
 BG_COLOUR = 1  # one display-linear colour
 BG_NONE = 2  # transparent: the relit person alone (the caller writes the matte as alpha)
+BG_IMAGE8 = 3  # an image, given also encoded to 8-bit sRGB: copied where there is no person
 
 N_FIELDS = 12  # albedo_scale / E_src (3), E_tgt / pi (3), target specular (3), source specular (3)
 N_EDGE_FIELDS = 6  # optional: old background colour (3), person colour (3) near soft edges
@@ -95,7 +97,7 @@ if numba is not None:
         return lut[int(v * (lut.shape[0] - 1) + 0.5)]
 
     @njit(cache=True, parallel=True, fastmath=True, nogil=True)
-    def _fused(person_in, lin, fields, y0, y1, fy, x0, x1, fx, matte, weight, bg, bg_mode, bg_colour,
+    def _fused(person_in, lin, fields, y0, y1, fy, x0, x1, fx, matte, weight, bg, bg8, bg_mode, bg_colour,
                gain, amax, strength, knee, lut, edge_lo, edge_hi, out):
         H, W = matte.shape
         C = fields.shape[2]
@@ -116,8 +118,12 @@ if numba is not None:
                 a = am * weight
                 if a <= 0.0 and bg_mode != 2:
                     # background only (most of a frame): the person is not needed there
-                    for c in range(3):
-                        out[y, x, c] = _enc(bg[y, x, c] if bg_mode == 0 else bg_colour[c], lut)
+                    if bg_mode == 3:
+                        for c in range(3):
+                            out[y, x, c] = bg8[y, x, c]
+                    else:
+                        for c in range(3):
+                            out[y, x, c] = _enc(bg[y, x, c] if bg_mode == 0 else bg_colour[c], lut)
                     continue
                 for c in range(3):
                     px[c] = person_in[y, x, c]
@@ -154,7 +160,7 @@ if numba is not None:
                     p = _tone((alb * dif + spc) * gain, knee, span)
                     if strength < 1.0:
                         p = strength * p + (1.0 - strength) * lin[y, x, c]
-                    if bg_mode == 0:
+                    if bg_mode == 0 or bg_mode == 3:
                         v = a * p + (1.0 - a) * bg[y, x, c]
                     elif bg_mode == 1:
                         v = a * p + (1.0 - a) * bg_colour[c]
@@ -321,7 +327,8 @@ def shadow_march(occ: np.ndarray, d: np.ndarray, dx: float, dy: float, dz: float
 
 def fused_composite8(person_in: np.ndarray, lin: np.ndarray, fields: np.ndarray, matte: np.ndarray,
                      weight: float, background, *, gain: float, amax: float, strength: float, knee: float,
-                     lut: np.ndarray, transparent: bool = False, edge_band=(0.02, 0.98)) -> np.ndarray:
+                     lut: np.ndarray, transparent: bool = False, edge_band=(0.02, 0.98),
+                     background8: Optional[np.ndarray] = None) -> np.ndarray:
     """One pass: relit person (fields applied to ``person_in``, times ``gain``), tone curve,
     ``strength`` blend with ``lin``, over ``background`` with alpha ``matte * weight``, 8-bit sRGB.
 
@@ -331,11 +338,14 @@ def fused_composite8(person_in: np.ndarray, lin: np.ndarray, fields: np.ndarray,
     out of soft edges), as :func:`~relight.stages.composite.decontaminate` does.
 
     ``background``: (H, W, 3) float32 display-linear image, a length-3 colour, or None with
-    ``transparent`` (then the output is the relit person alone). Returns (H, W, 3) uint8."""
+    ``transparent`` (then the output is the relit person alone). ``background8``: optionally,
+    an image background already encoded by :func:`encode8` (a background that stays the same
+    from frame to frame: its pixels are then copied). Returns (H, W, 3) uint8."""
     H, W = matte.shape
     h, w = fields.shape[:2]
     y0, y1, fy = axis_table(H, h)
     x0, x1, fx = axis_table(W, w)
+    bg8 = _DUMMY_IMAGE8
     if transparent or background is None:
         mode, bg, colour = BG_NONE, _DUMMY_IMAGE, _DUMMY_COLOUR
     elif np.ndim(background) == 1 or (np.ndim(background) == 3 and background.strides[:2] == (0, 0)):
@@ -343,16 +353,41 @@ def fused_composite8(person_in: np.ndarray, lin: np.ndarray, fields: np.ndarray,
         colour = np.ascontiguousarray(np.asarray(background, np.float32).reshape(-1, 3)[0])
     else:
         mode, bg, colour = BG_IMAGE, _contig(background), _DUMMY_COLOUR
+        if background8 is not None:
+            mode, bg8 = BG_IMAGE8, np.ascontiguousarray(background8, np.uint8)
+            if bg8.shape != bg.shape:
+                raise ValueError(f"background8 has shape {bg8.shape}, the background {bg.shape}")
     out = np.empty((H, W, 3), np.uint8)
     args = (_contig(person_in), _contig(lin), _contig(fields), y0, y1, fy, x0, x1, fx, _contig(matte),
-            np.float32(weight), bg, mode, colour, np.float32(gain), np.float32(amax), np.float32(strength),
+            np.float32(weight), bg, bg8, mode, colour, np.float32(gain), np.float32(amax), np.float32(strength),
             np.float32(knee), lut, np.float32(edge_band[0]), np.float32(edge_band[1]), out)
     with _LAUNCH:
         _fused(*args)
     return out
 
 
+def encode8(image: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """(H, W, 3) display-linear float -> uint8 sRGB through ``lut``, exactly as
+    :func:`fused_composite8` encodes (its ``background8``)."""
+    image = _contig(image)
+    out = np.empty(image.shape, np.uint8)
+    _encode8(image, lut, out)
+    return out
+
+
+if numba is not None:
+
+    @njit(cache=True, fastmath=True, nogil=True)
+    def _encode8(image, lut, out):
+        H, W = image.shape[:2]
+        for y in range(H):
+            for x in range(W):
+                for c in range(3):
+                    out[y, x, c] = _enc(image[y, x, c], lut)
+
+
 _DUMMY_IMAGE = np.zeros((1, 1, 3), np.float32)
+_DUMMY_IMAGE8 = np.zeros((1, 1, 3), np.uint8)
 _DUMMY_COLOUR = np.zeros(3, np.float32)
 
 

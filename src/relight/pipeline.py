@@ -105,6 +105,8 @@ class Relighter:
         self.perceiver = perceiver
         self.timer = StageTimer()
         self._background: Optional[composite_stage.BackgroundMaker] = None
+        # (the render's) last display background, and its 8-bit encoding once it came back unchanged
+        self._background8: Optional[tuple] = None
         self._frames = 0
         self._last: Optional[tuple] = None  # the previous frame's estimates, reused for a repeated frame
 
@@ -316,7 +318,7 @@ class Relighter:
         fields = np.concatenate([pf.fields, work.edges], axis=-1)
         rgb8 = kernels.fused_composite8(lin, lin, fields, matte, weight, bg, gain=gain, amax=pf.albedo_max,
                                         strength=s.strength, knee=TONE_KNEE, lut=LINEAR_TO_SRGB8_LUT,
-                                        transparent=transparent,
+                                        transparent=transparent, background8=self._encoded_background(bg),
                                         edge_band=(composite_stage.EDGE_LO, composite_stage.EDGE_HI))
         if pf.catchlights:
             for box in eye_boxes(perception, pf.size):
@@ -336,6 +338,20 @@ class Relighter:
                 rgb8[y0:y1, x0:x1] = linear_to_srgb8(comp.rgb)
         return composite_stage.Composite(rgb=None, alpha=alpha if transparent else None, scene_linear=False,
                                          rgb8=rgb8)
+
+    def _encoded_background(self, bg) -> Optional[np.ndarray]:
+        """The 8-bit encoding of an image background that is the same as the last frame's (a
+        static HDRI view, cached by the background maker), made once: the fused kernel then
+        copies its pixels instead of encoding them for every frame. None otherwise."""
+        if bg is None or np.ndim(bg) != 3 or bg.strides[:2] == (0, 0):
+            return None
+        last = self._background8
+        if last is None or last[0] is not bg:
+            self._background8 = (bg, None)
+            return None
+        if last[1] is None:
+            self._background8 = (bg, kernels.encode8(bg, LINEAR_TO_SRGB8_LUT))
+        return self._background8[1]
 
     def process(self, image: np.ndarray, time: float = 0.0, matte: Optional[np.ndarray] = None) -> np.ndarray:
         """Relight one frame; see the class docstring for types."""
