@@ -141,6 +141,26 @@ def test_guided_matte_kernel_matches_opencv_path(portrait_rgb, monkeypatch):
     assert np.abs(fast - np.clip((plain - 0.05) / 0.85, 0, 1)).max() < 1e-4
 
 
+def test_guided_apply_fills_sure_spans_as_its_pixels_would():
+    """guided_apply gives spans whose output is surely 0 or 1 at once: the result is still the
+    per-pixel formula (bilinear coefficients applied to the guide, clipped, floor and ceiling)."""
+    rng = np.random.default_rng(7)
+    H, W, h, w = 90, 160, 18, 32
+    rgb8 = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    coef = np.zeros((h, w, 4), np.float32)
+    coef[..., 3] = (np.arange(w) >= w // 2)[None, :]  # flat: 0 on the left, 1 on the right
+    coef[5:9, 4:28, :3] = rng.normal(0, 2e-3, (4, 24, 3))  # a band where the guide matters
+    coef[5:9, 4:28, 3] = 0.5
+    coef[12, 3, 3] = 0.06  # b just above the floor, flat: not surely 0
+    up = cv2.resize(coef, (W, H), interpolation=cv2.INTER_LINEAR)
+    raw = np.clip((rgb8 * up[..., :3]).sum(-1) + up[..., 3], 0, 1)
+    for floor, ceiling in ((0.05, 0.9), (0.0, 1.0)):
+        ref = np.clip((raw - floor) / (ceiling - floor), 0, 1)
+        got = kernels.guided_apply(rgb8, coef, floor, ceiling)
+        assert np.abs(got - ref).max() < 1e-5
+        assert 0.1 < ((got > 0) & (got < 1)).mean() < 0.5 and (got == 0).mean() > 0.3 and (got == 1).mean() > 0.3
+
+
 def test_poisson_height_kernel_matches_opencv_path(monkeypatch):
     from relight.stages.geometry import poisson_height
 

@@ -171,27 +171,63 @@ if numba is not None:
 
 if numba is not None:
 
+    @njit(cache=True, fastmath=True, inline="always")
+    def _cut(q, floor, inv, cut):
+        q = min(max(q, 0.0), 1.0)
+        if cut:
+            q = min(max((q - floor) * inv, 0.0), 1.0)
+        return q
+
+    @njit(cache=True, fastmath=True, inline="always")
+    def _guided_pixel(rgb8, row, y, x, x0, x1, fx, floor, inv, cut):
+        b0, b1, u = x0[x], x1[x], fx[x]
+        q = row[b0, 3] + u * (row[b1, 3] - row[b0, 3])
+        for c in range(3):
+            q += rgb8[y, x, c] * (row[b0, c] + u * (row[b1, c] - row[b0, c]))
+        return _cut(q, floor, inv, cut)
+
     @njit(cache=True, parallel=True, fastmath=True, nogil=True)
     def _guided(rgb8, coef, y0, y1, fy, x0, x1, fx, floor, ceiling, out):
         H, W = out.shape
         inv = 1.0 / (ceiling - floor)
         cut = floor > 0.0 or ceiling < 1.0
+        w = coef.shape[1]
+        # the output columns between coefficient columns j and j + 1: starts[j] .. starts[j + 1]
+        starts = np.full(w + 1, W, np.int64)
+        for x in range(W - 1, -1, -1):
+            starts[x0[x]] = x
+        for j in range(w - 1, -1, -1):
+            starts[j] = min(starts[j], starts[j + 1])
         for y in prange(H):
-            row = np.empty((coef.shape[1], 4), np.float32)
+            row = np.empty((w, 4), np.float32)
             a0, a1, t = y0[y], y1[y], fy[y]
-            for j in range(coef.shape[1]):
+            for j in range(w):
                 for c in range(4):
                     v0 = coef[a0, j, c]
                     row[j, c] = v0 + t * (coef[a1, j, c] - v0)
-            for x in range(W):
-                b0, b1, u = x0[x], x1[x], fx[x]
-                q = row[b0, 3] + u * (row[b1, 3] - row[b0, 3])
-                for c in range(3):
-                    q += rgb8[y, x, c] * (row[b0, c] + u * (row[b1, c] - row[b0, c]))
-                q = min(max(q, 0.0), 1.0)
-                if cut:
-                    q = min(max((q - floor) * inv, 0.0), 1.0)
-                out[y, x] = q
+            if not cut:
+                for x in range(W):
+                    out[y, x] = _guided_pixel(rgb8, row, y, x, x0, x1, fx, floor, inv, cut)
+                continue
+            # most of a frame is surely matte or surely not (the coefficients flat there, b well
+            # below the floor or above the ceiling): such a span gets 0 or 1 at once, as each of
+            # its pixels would. reach: (twice) the most that the guide moves the output from b.
+            reach = np.empty(w, np.float32)
+            for j in range(w):
+                reach[j] = (abs(row[j, 0]) + abs(row[j, 1]) + abs(row[j, 2])) * np.float32(510.0) + np.float32(1e-6)
+            for j in range(w):
+                xa, xb = starts[j], starts[j + 1]
+                if xa >= xb:
+                    continue
+                j1 = x1[xb - 1]
+                m = max(reach[j], reach[j1])
+                if _cut(max(row[j, 3], row[j1, 3]) + m, floor, inv, cut) <= 0.0:
+                    out[y, xa:xb] = 0.0
+                elif _cut(min(row[j, 3], row[j1, 3]) - m, floor, inv, cut) >= 1.0:
+                    out[y, xa:xb] = 1.0
+                else:
+                    for x in range(xa, xb):
+                        out[y, x] = _guided_pixel(rgb8, row, y, x, x0, x1, fx, floor, inv, cut)
 
 
 def guided_apply(rgb8: np.ndarray, coef: np.ndarray, floor: float = 0.0, ceiling: float = 1.0) -> np.ndarray:
