@@ -42,10 +42,17 @@ def uv_to_direction(u, v, pan_deg: float = 0.0) -> np.ndarray:
     return np.stack([np.sin(t) * ce, np.sin(e), -np.cos(t) * ce], axis=-1)
 
 
+def length(v: np.ndarray) -> np.ndarray:
+    """Euclidean length along the last axis: ``np.linalg.norm(v, axis=-1)``, several times faster
+    on images of vectors (normals, directions)."""
+    v = np.asarray(v)
+    return np.sqrt(np.einsum("...k,...k->...", v, v))
+
+
 def direction_to_uv(d, pan_deg: float = 0.0):
     """Camera-frame directions (..., 3), not necessarily unit -> (u in [0, 1), v in [0, 1])."""
     d = np.asarray(d, dtype=np.float64)
-    norm = np.linalg.norm(d, axis=-1)
+    norm = length(d)
     norm = np.where(norm > 0, norm, 1.0)
     u = np.mod(0.5 + np.arctan2(d[..., 0], -d[..., 2]) / (2 * np.pi) + pan_deg / 360.0, 1.0)
     v = 0.5 - np.arcsin(np.clip(d[..., 1] / norm, -1.0, 1.0)) / np.pi

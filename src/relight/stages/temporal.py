@@ -58,6 +58,7 @@ from typing import Deque, List, Optional, Tuple
 import cv2
 import numpy as np
 
+from ..envmap import length
 from ..types import FrameViews, Geometry, SourceLighting
 
 
@@ -400,7 +401,7 @@ class TemporalStabilizer:
             # working-resolution steps (the face mesh's occluding edges) jump a whole working
             # pixel as the face moves: an anti-aliasing blur makes them move smoothly
             n = cv2.GaussianBlur(n, (0, 0), o.normals_prefilter)
-            n /= np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-6)
+            n /= np.maximum(length(n), 1e-6)[..., None]
         depth = geometry.work_depth
         depth = None if depth is None or depth.shape != (h, w) else depth.astype(np.float32, copy=False)
         prev, prev_depth = self._normals, self._depth
@@ -424,7 +425,7 @@ class TemporalStabilizer:
         tol = 1.0 - math.cos(math.radians(o.normals_tol))
         k = keep * np.exp(-np.maximum(1.0 - cos, 0.0) / np.float32(tol))
         blended = n + k[..., None] * (warped - n)
-        blended /= np.maximum(np.linalg.norm(blended, axis=-1, keepdims=True), 1e-6)
+        blended /= np.maximum(length(blended), 1e-6)[..., None]
         blended = blended.astype(np.float32)
         self._normals = blended
         changes = {"work_normals": blended}
