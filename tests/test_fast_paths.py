@@ -299,3 +299,37 @@ def test_static_background_is_encoded_once(portrait_rgb):
         assert r._encoded_background(bg) is enc  # made once
         assert r._encoded_background(bg.copy()) is None  # another background
         assert r._encoded_background(np.array([0.1, 0.2, 0.3], np.float32)) is None  # a colour
+
+
+@pytest.mark.parametrize("shadowed,with_spec", [(True, True), (False, True), (True, False)])
+def test_light_kernel_matches_numpy(shadowed, with_spec):
+    """kernels.add_light against render._add_light (its numpy form): one light's wrapped,
+    shadowed diffuse term on skin and elsewhere, and its two Phong lobes."""
+    from relight.stages import render as R
+
+    rng = np.random.default_rng(11)
+    h, w = 37, 53
+    n = rng.normal(size=(h, w, 3)).astype(np.float32)
+    n[..., 2] = np.abs(n[..., 2])
+    n /= np.linalg.norm(n, axis=-1, keepdims=True)
+    refl, _ = R._reflect(n)
+    l = np.array([0.3, 0.5, 0.81], np.float32)
+    l /= np.linalg.norm(l)
+    pw = np.array([1.2, 1.0, 0.7], np.float32)
+    vis = rng.random((h, w), dtype=np.float32) if shadowed else None
+    skin_vis = np.stack([cv2.GaussianBlur(vis, (0, 0), s) for s in (2.0, 1.0, 0.5)]) if shadowed else None
+    skin = rng.random((h, w), dtype=np.float32)
+    rough = rng.random((h, w), dtype=np.float32)
+    fres = rng.random((h, w), dtype=np.float32) * np.float32(0.1)
+    lobes = [(30.0, 1.0 - rough), (6.0, rough)]
+    e0 = rng.random((h, w, 3), dtype=np.float32)
+    s0 = rng.random((h, w, 3), dtype=np.float32) if with_spec else None
+    args = (n, refl, l, pw, 0.15, vis, skin, (5, 30, 8, 40), np.array([0.2, 0.1, 0.0], np.float32), skin_vis,
+            lobes, fres)
+    e_k, s_k = e0.copy(), None if s0 is None else s0.copy()
+    kernels.add_light(e_k, s_k, *args)
+    e_n, s_n = e0.copy(), None if s0 is None else s0.copy()
+    R._add_light(e_n, s_n, *args)
+    assert np.abs(e_k - e_n).max() < 1e-5 and np.abs(e_k - e0).max() > 0.1
+    if with_spec:
+        assert np.abs(s_k - s_n).max() < 1e-5 and np.abs(s_k - s0).max() > 0.01

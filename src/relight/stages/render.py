@@ -638,7 +638,7 @@ def target_fields(n: np.ndarray, depth: Optional[np.ndarray], mats: Materials, t
 
     refl, nz = _reflect(n)
     want_spec = specular > 0
-    spec = hair_part = None
+    spec = hair_part = fres = None
     if want_spec:
         rough = (1.0 - mats.hair - mats.skin - mats.lips).clip(0.0, 1.0)  # cloth etc.: broad lobe; hair: skin's
         glossy_maps = target.glossy_maps or {}
@@ -665,7 +665,7 @@ def target_fields(n: np.ndarray, depth: Optional[np.ndarray], mats: Materials, t
     if lights:
         reach = opts.shadow_reach * (face_px if face_px > 0 else 0.25 * max(h, w))
         box = _bbox(mats.skin > 0.01)
-        lam_plain = _soft_cosine
+        box_ints = None if box is None else (box[0].start, box[0].stop, box[1].start, box[1].stop)
         wrap = np.asarray(opts.sss_wrap, np.float32)
         blur = np.asarray(opts.sss_blur, np.float32)
         rough = (1.0 - mats.hair - mats.skin - mats.lips).clip(0.0, 1.0)
@@ -673,49 +673,29 @@ def target_fields(n: np.ndarray, depth: Optional[np.ndarray], mats: Materials, t
         for direction, power, radius in lights:
             l = np.asarray(direction, np.float32)
             pw = np.asarray(power, np.float32)
-            cos = n @ l
             # terminator softened by the light's size, wrapped (per channel) on skin
             # (a sphere light of angular radius r sinking below the horizon: c above sin r,
             # (c + sin r)^2 / (4 sin r) across it, 0 below); the estimated normals are only known
             # to about normal_sigma, so the terminator is as soft as that at least (the expected
             # shading, not a sharp line that flips with every small normal error)
             soft = max(math.hypot(math.sin(radius), opts.normal_sigma), 0.02)
-            lam = _soft_cosine(cos, soft)
-            vis = None
+            vis = skin_vis = None
             if opts.shadows and depth is not None and float(pw @ REC709_LUMA) >= 0.1 * strongest:
                 vis = shadow_map(depth, l, radius, reach, opts.shadow_bias, opts.shadow_size, inside)
-            if vis is not None:
-                lam = lam * vis
-            e += lam[..., None] * pw[None, None, :]
-            if box is not None:
-                # skin (within its bounding box): per channel, the wrapped cosine and the
-                # blurred shadow edge replace the plain ones
-                ys, xs = box
-                sk, cs = mats.skin[ys, xs], cos[ys, xs]
-                vb = None if vis is None else vis[ys, xs]
-                for c in range(3):
-                    lam_c = _soft_cosine(cs + wrap[c], soft) / (1.0 + wrap[c]) if wrap[c] > 0 else lam_plain(cs, soft)
-                    if vb is not None:
-                        lam_c = lam_c * (cv2.GaussianBlur(vis, (0, 0), float(blur[c]))[ys, xs] if blur[c] > 0 else vb)
-                    e[ys, xs, c] += sk * (lam_c - lam[ys, xs]) * pw[c]
+                if box is not None:  # skin's shadow edge is blurred, per channel
+                    skin_vis = np.stack([cv2.GaussianBlur(vis, (0, 0), float(blur[c])) if blur[c] > 0 else vis
+                                         for c in range(3)])
+            lobes = []
             if want_spec:
                 # the light's highlight: a normalised Phong lobe about the mirror direction,
                 # widened by the light's angular size and the normals' uncertainty; skin's lobe
                 # for skin, lips and hair, the rough one for the rest
-                rl = np.clip(refl @ l, 0.0, 1.0)
                 widen = 0.25 * radius * radius + opts.normal_sigma ** 2
-                lobe = None
-                for e0, wgt in ((SKIN_EXPONENT, 1.0 - rough), (ROUGH_EXPONENT, rough)):
-                    if float(wgt.max()) <= 0:
-                        continue
-                    ex = 1.0 / (1.0 / e0 + widen)
-                    part = np.float32((ex + 1.0) / (2.0 * math.pi)) * np.power(rl, np.float32(ex)) * wgt
-                    lobe = part if lobe is None else lobe + part
-                if lobe is not None:
-                    lobe *= fres
-                    if vis is not None:
-                        lobe *= vis
-                    spec += lobe[..., None] * pw[None, None, :]
+                lobes = [(1.0 / (1.0 / e0 + widen), wgt) for e0, wgt in ((SKIN_EXPONENT, 1.0 - rough),
+                                                                          (ROUGH_EXPONENT, rough))
+                         if float(wgt.max()) > 0]
+            add = kernels.add_light if kernels.available() else _add_light
+            add(e, spec, n, refl, l, pw, soft, vis, mats.skin, box_ints, wrap, skin_vis, lobes, fres)
     if opts.fill > 0:  # a soft floor under the diffuse irradiance (see RenderOptions.fill)
         ref = np.maximum(eval_sh(np.asarray(target.sh, np.float32), front_normals()), 0.0).mean(axis=0)
         floor = np.square(np.float32(opts.fill) * ref.astype(np.float32))
@@ -731,6 +711,38 @@ def target_fields(n: np.ndarray, depth: Optional[np.ndarray], mats: Materials, t
     if split_hair:
         return diffuse, spec, spec_hair
     return diffuse, spec
+
+
+def _add_light(e: np.ndarray, spec: Optional[np.ndarray], n: np.ndarray, refl: np.ndarray, l: np.ndarray,
+               pw: np.ndarray, soft: float, vis: Optional[np.ndarray], skin: np.ndarray, box, wrap,
+               skin_vis: Optional[np.ndarray], lobes, fres: np.ndarray) -> None:
+    """One light's terms of :func:`target_fields`, added to ``e`` and ``spec`` in place: the
+    numpy form of :func:`relight.kernels.add_light` (see there), used without numba."""
+    cos = n @ l
+    lam = _soft_cosine(cos, soft)
+    if vis is not None:
+        lam = lam * vis
+    e += lam[..., None] * pw[None, None, :]
+    if box is not None:
+        # skin (within its bounding box): per channel, the wrapped cosine and the blurred
+        # shadow edge replace the plain ones
+        ys, xs = slice(box[0], box[1]), slice(box[2], box[3])
+        sk, cs = skin[ys, xs], cos[ys, xs]
+        for c in range(3):
+            lam_c = _soft_cosine(cs + wrap[c], soft) / (1.0 + wrap[c]) if wrap[c] > 0 else _soft_cosine(cs, soft)
+            if vis is not None:
+                lam_c = lam_c * skin_vis[c][ys, xs]
+            e[ys, xs, c] += sk * (lam_c - lam[ys, xs]) * pw[c]
+    if spec is not None and lobes:
+        rl = np.clip(refl @ l, 0.0, 1.0)
+        lobe = None
+        for ex, wgt in lobes:
+            part = np.float32((ex + 1.0) / (2.0 * math.pi)) * np.power(rl, np.float32(ex)) * wgt
+            lobe = part if lobe is None else lobe + part
+        lobe *= fres
+        if vis is not None:
+            lobe *= vis
+        spec += lobe[..., None] * pw[None, None, :]
 
 
 def _bbox(mask: np.ndarray):
