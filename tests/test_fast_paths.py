@@ -333,3 +333,16 @@ def test_light_kernel_matches_numpy(shadowed, with_spec):
     assert np.abs(e_k - e_n).max() < 1e-5 and np.abs(e_k - e0).max() > 0.1
     if with_spec:
         assert np.abs(s_k - s_n).max() < 1e-5 and np.abs(s_k - s0).max() > 0.01
+
+
+def test_add_upsampled_matches_opencv():
+    """kernels.add_upsampled (the temporal matte's full-resolution correction) against
+    cv2.resize + add + clip, at odd sizes and with values pushed past 0 and 1."""
+    rng = np.random.default_rng(13)
+    base = rng.random((101, 173), dtype=np.float32)
+    small = (rng.random((23, 37), dtype=np.float32) - 0.5) * np.float32(0.8)
+    ref = np.clip(base + cv2.resize(small, (173, 101), interpolation=cv2.INTER_LINEAR), 0, 1)
+    got = kernels.add_upsampled(base, small)
+    assert got.shape == ref.shape and got.dtype == np.float32
+    assert np.abs(got - ref).max() < 1e-5
+    assert (got == 0).mean() > 0.02 and (got == 1).mean() > 0.02

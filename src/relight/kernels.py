@@ -478,6 +478,35 @@ def fused_composite8(person_in: np.ndarray, lin: np.ndarray, fields: np.ndarray,
     return out
 
 
+def add_upsampled(base: np.ndarray, small: np.ndarray) -> np.ndarray:
+    """clip(``base`` + ``small`` upsampled bilinearly to ``base``'s size, 0, 1) in one pass:
+    (H, W) float32 ``base``, (h, w) float32 ``small`` (``cv2.resize(..., INTER_LINEAR)``'s
+    convention). -> a new (H, W) float32 array."""
+    H, W = base.shape
+    h, w = small.shape
+    y0, y1, fy = axis_table(H, h)
+    x0, x1, fx = axis_table(W, w)
+    out = np.empty((H, W), np.float32)
+    with _LAUNCH:
+        _add_upsampled(_contig(base), _contig(small), y0, y1, fy, x0, x1, fx, out)
+    return out
+
+
+if numba is not None:
+
+    @njit(cache=True, parallel=True, fastmath=True, nogil=True)
+    def _add_upsampled(base, small, y0, y1, fy, x0, x1, fx, out):
+        H, W = out.shape
+        for y in prange(H):
+            row = np.empty(small.shape[1], np.float32)
+            a0, a1, t = y0[y], y1[y], fy[y]
+            for j in range(small.shape[1]):
+                row[j] = small[a0, j] + t * (small[a1, j] - small[a0, j])
+            for x in range(W):
+                v = base[y, x] + (row[x0[x]] + fx[x] * (row[x1[x]] - row[x0[x]]))
+                out[y, x] = min(max(v, 0.0), 1.0)
+
+
 def encode8(image: np.ndarray, lut: np.ndarray) -> np.ndarray:
     """(H, W, 3) display-linear float -> uint8 sRGB through ``lut``, exactly as
     :func:`fused_composite8` encodes (its ``background8``)."""

@@ -58,6 +58,7 @@ from typing import Deque, List, Optional, Tuple
 import cv2
 import numpy as np
 
+from .. import kernels
 from ..envmap import length
 from ..types import FrameViews, Geometry, SourceLighting
 
@@ -360,6 +361,8 @@ class TemporalStabilizer:
         stab = small + k * diff
         self._matte_small = self._matte_frame = stab
         corr = stab - small
+        if kernels.available():  # the same three full-resolution steps in one pass
+            return kernels.add_upsampled(matte.astype(np.float32, copy=False), corr)
         if (H, W) != corr.shape:
             corr = cv2.resize(corr, (W, H), interpolation=cv2.INTER_LINEAR)
         out = cv2.add(matte.astype(np.float32, copy=False), corr)
