@@ -12,12 +12,21 @@ The numpy reference of the same maths is :func:`relight.stages.render.render_per
 :func:`relight.stages.composite.composite` and :func:`relight.colour.linear_to_srgb8`; the tests
 check that the two agree to 1/255.
 
-Three small loops of the working-resolution stages are compiled here too, because done in
-OpenCV calls they cost more in per-call overhead than in arithmetic: the red-black relaxation
-of the silhouette's height (:func:`sor`, ~230 calls a frame), the cast-shadow march
-(:func:`shadow_march`, ~5 calls per step) and the guided filter's solve for the matte
-(:func:`guided_coefficients`, ~50 calls). Their OpenCV forms stay in the stages, used
-without numba; the tests check that both forms agree.
+Two more full-resolution passes: the matte's guided filter (:func:`guided_apply`) and the
+temporal stage's correction of it (:func:`add_upsampled`); :func:`encode8` encodes a static
+background once for the fused kernel.
+
+Four small loops of the working-resolution stages are compiled here too, because done in
+numpy/OpenCV calls they cost more in per-call overhead than in arithmetic: the red-black
+relaxation of the silhouette's height (:func:`sor`, ~230 calls a frame), the cast-shadow march
+(:func:`shadow_march`, ~5 calls per step), the guided filter's solve for the matte
+(:func:`guided_coefficients`, ~50 calls) and each dominant light's terms of the target shading
+(:func:`add_light`, ~20 calls). Their numpy/OpenCV forms stay in the stages, used without
+numba; the tests check that both forms agree.
+
+Measure a change to a kernel with its on-disk cache warm (a second run): a cached kernel can run
+at a different speed from the one compiled in the same process (seen: 25% slower after an
+innocuous change of its arguments, though the fresh compile was not).
 
 The kernels may be called from several threads (the pipeline renders one frame while it
 analyses the next): the parallel ones' launches are serialised by one lock, because numba's
@@ -366,7 +375,8 @@ def add_light(e: np.ndarray, spec: Optional[np.ndarray], n: np.ndarray, refl: np
               lobes, fres: np.ndarray) -> None:
     """One light's diffuse and specular terms of :func:`relight.stages.render.target_fields`,
     added in place to ``e`` and ``spec`` ((h, w, 3) float32; ``spec`` may be None), in one pass
-    instead of ~20 numpy operations; the numpy form is there (without numba).
+    instead of ~20 numpy operations; :func:`relight.stages.render._add_light` is its numpy form
+    (used without numba).
 
     ``n``, ``refl``: (h, w, 3) normals and mirror directions; ``direction``, ``power``: the
     light's unit vector and RGB power; ``soft``: its terminator's half-width (in cosine);
