@@ -407,3 +407,45 @@ def test_external_matte_is_used(astronaut):
         per = p.process(astronaut, external_matte=matte)
     assert np.array_equal(per.matte, matte.astype(np.float32) / 255.0)
     assert len(per.face_landmarks) == 1
+
+
+class _NoFaceDetector:
+    """A MediaPipe backend without the full-range face detector (a backend may lack it)."""
+
+    def __init__(self, backend):
+        self._backend = backend
+
+    def __getattr__(self, name):
+        if name == "face_boxes":
+            raise AttributeError(name)
+        return getattr(self._backend, name)
+
+
+@pytest.mark.parametrize("video,detector", [(False, True), (True, True), (True, False)])
+def test_small_face_is_found_around_the_head(astronaut, video, detector):
+    """A face too small for the face mesh's whole-frame detector (a medium shot) is found in a
+    square around it (from the full-range face detector, or else the top of the person's matte),
+    with its landmarks where the face is, and in a video followed there from frame to frame."""
+    from relight.models.mediapipe_backend import MediaPipeBackend
+    from relight.stages.perception import Perceiver
+
+    with Perceiver(video=False) as p:
+        ref = p.process(astronaut).face_landmarks[0]  # the face found at full size
+    H, W, n = 1080, 1920, 700
+    k, ox, oy = n / astronaut.shape[0], 560, H - n  # the bust, 700 px high, at the bottom
+    small = cv2.resize(astronaut, (n, n), interpolation=cv2.INTER_AREA)
+    frame = np.full((H, W, 3), 90, np.uint8)
+    frame[oy:oy + n, ox:ox + n] = small
+    expected = ref[:, :2] * k + np.array([ox, oy], np.float32)
+    face_w = np.ptp(expected[:, 0])
+    assert face_w < W / 12  # small enough to be missed in the whole frame (checked below)
+    backend = MediaPipeBackend(video=video)
+    with Perceiver(video=video, backend=backend if detector else _NoFaceDetector(backend)) as p:
+        assert not p.backend.face_landmarks(cv2.resize(frame, (640, 360), interpolation=cv2.INTER_AREA))
+        for _ in range(3 if video else 1):
+            faces = p.process(frame).face_landmarks
+            assert len(faces) == 1
+            err = np.median(np.linalg.norm(faces[0][:, :2] - expected, axis=1))
+            assert err < 0.1 * face_w, err
+            assert np.ptp(faces[0][:, 2]) > 0.2 * face_w  # depth in frame pixels, like x
+        assert (p._face_box is not None) == video

@@ -84,6 +84,7 @@ class MediaPipeBackend:
         self.pose_model_complexity = int(pose_model_complexity)
         self._segmenter = None
         self._face_mesh = None
+        self._face_detector = None
         self._pose = None
         self._lock = threading.Lock()
         self._started: set = set()  # models that have run once (their start-up logs are silenced)
@@ -106,6 +107,14 @@ class MediaPipeBackend:
                 min_tracking_confidence=self.min_face_tracking_confidence,
             )
         return self._face_mesh
+
+    def _get_face_detector(self):
+        if self._face_detector is None:
+            # the full-range model (192 px input, faces up to ~5 m away): the face mesh's own
+            # detector is the short-range one and misses faces under ~1/6 of the image width
+            self._face_detector = _solutions().face_detection.FaceDetection(
+                model_selection=1, min_detection_confidence=self.min_face_detection_confidence)
+        return self._face_detector
 
     def _get_pose(self):
         if self._pose is None:
@@ -148,6 +157,19 @@ class MediaPipeBackend:
                 faces.append(arr)
         return faces
 
+    def face_boxes(self, rgb: np.ndarray) -> List[np.ndarray]:
+        """Faces found by the full-range face detector, best first: one (x, y, width, height)
+        float32 box each, normalised to the image."""
+        rgb = self._check(rgb)
+        with self._lock, _native_stderr_silenced("face_detector" not in self._started):
+            result = self._get_face_detector().process(rgb)
+            self._started.add("face_detector")
+        boxes = []
+        for det in sorted(result.detections or [], key=lambda d: -d.score[0]):
+            b = det.location_data.relative_bounding_box
+            boxes.append(np.array([b.xmin, b.ymin, b.width, b.height], np.float32))
+        return boxes
+
     def pose_landmarks(self, rgb: np.ndarray) -> Optional[np.ndarray]:
         """(33, 4) float32 (x, y normalised, z, visibility) or None."""
         rgb = self._check(rgb)
@@ -160,7 +182,7 @@ class MediaPipeBackend:
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
-        for name in ("_segmenter", "_face_mesh", "_pose"):
+        for name in ("_segmenter", "_face_mesh", "_face_detector", "_pose"):
             model = getattr(self, name)
             if model is not None:
                 try:

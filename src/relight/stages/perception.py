@@ -134,6 +134,47 @@ def refine_matte(guide_rgb: np.ndarray, coarse: np.ndarray, out_hw=None, radius_
     return q
 
 
+def _square(cx: float, cy: float, side: float, H: int, W: int) -> Tuple[int, int, int]:
+    """(x0, y0, side) of a square centred near (cx, cy), shifted (not cut) to lie in the frame."""
+    side = int(round(min(max(side, 64.0), H, W)))
+    x0 = int(round(min(max(cx - side / 2.0, 0.0), W - side)))
+    y0 = int(round(min(max(cy - side / 2.0, 0.0), H - side)))
+    return x0, y0, side
+
+
+def _head_square(coarse: np.ndarray, H: int, W: int) -> Optional[Tuple[int, int, int]]:
+    """A square around the head of the person in a coarse matte (the top of its silhouette,
+    about twice the head's width), in frame pixels, or None without a person."""
+    mask = coarse > 0.5
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size < 4:
+        return None
+    h, w = mask.shape
+    cols = np.flatnonzero(mask.any(axis=0))
+    top, height, width = rows[0], rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+    band = mask[top:top + max(2, int(0.12 * height))]
+    cx = float(np.nonzero(band)[1].mean()) + 0.5
+    side = 0.6 * width  # shoulders are about three heads wide
+    sx, sy = W / float(w), H / float(h)
+    return _square(cx * sx, (top + 0.3 * side) * sy, side * sx, H, W)
+
+
+def _follow_face(box: Tuple[int, int, int], landmarks: np.ndarray, H: int, W: int) -> Tuple[int, int, int]:
+    """The square to look for a face in next frame: ``box`` again while the face (normalised
+    landmarks) stays well inside it at about the same size, else one centred on the face, 2.5
+    times its size."""
+    x, y = landmarks[:, 0] * W, landmarks[:, 1] * H
+    size = max(float(np.ptp(x)), float(np.ptp(y)), 1.0)
+    want = 2.5 * size
+    x0, y0, side = box
+    margin = 0.15 * side
+    inside = (x.min() >= x0 + margin and x.max() <= x0 + side - margin and y.min() >= y0 + margin
+              and y.max() <= y0 + side - margin)
+    if inside and 0.6 <= side / min(want, H, W) <= 1.6:
+        return box
+    return _square(float(x.mean()), float(y.mean()), want, H, W)
+
+
 def head_box(landmarks: np.ndarray, sx: float, sy: float):
     """(centre x, centre y, eye-line y, face width, head height above the eyes) of a face, in
     pixels of an image scaled by (sx, sy) from the landmarks' frame. The head above the eyes is
@@ -249,6 +290,9 @@ class Perceiver:
             backend = MediaPipeBackend(video=self.options.video, max_num_faces=self.options.max_num_faces)
         self.backend = backend
         self._prev_coarse: Optional[np.ndarray] = None
+        # video: the square (x0, y0, side), in frame pixels, where a face too small for the
+        # whole frame was found last; None while faces are looked for in the whole frame
+        self._face_box: Optional[Tuple[int, int, int]] = None
 
     # ------------------------------------------------------------------ per frame
     def prepare(self, views: FrameViews, external_matte: bool = False) -> None:
@@ -268,10 +312,71 @@ class Perceiver:
                 views.resized("rgb8", w, h)
 
     def _face_landmarks(self, views: FrameViews) -> list:
-        """The face mesh's landmarks (normalised coordinates) on this frame, run once."""
+        """The face mesh's landmarks (coordinates normalised to the frame) on this frame, run once.
+
+        The face mesh finds a face by first detecting it in the whole image scaled to 128 px, so
+        a face narrower than about a sixth of the frame (a medium shot, a webcam at desk
+        distance) is missed there. Then it is looked for again in a square around the face
+        that the full-range face detector finds (down to about a twelfth of the frame), or else
+        around the top of the person's matte; in a video it is followed in such a square while
+        it is found there (the square moves only when the face nears its edge or changes size a
+        lot), and when it is lost the whole frame is searched again. (In that mode only the face
+        in the square is found: a second face shows when the first is lost.)"""
+        return views.derived((self.backend, "face_landmarks"), lambda: self._find_faces(views))
+
+    def _find_faces(self, views: FrameViews) -> list:
         H, W = views.rgb8.shape[:2]
+        box = self._face_box
+        if box is not None:
+            faces = self._faces_in(views, box)
+            if faces:
+                self._face_box = _follow_face(box, faces[0], H, W)
+                return faces
+            self._face_box = None
         small = views.resized("rgb8", *_longest_size(H, W, self.options.face_work_size))
-        return views.derived((self.backend, "face_landmarks"), lambda: list(self.backend.face_landmarks(small)))
+        faces = list(self.backend.face_landmarks(small))
+        if faces:
+            return faces
+        for box in self._face_squares(views, small):
+            faces = self._faces_in(views, box)
+            if faces:
+                if self.options.video:
+                    self._face_box = _follow_face(box, faces[0], H, W)
+                return faces
+        return []
+
+    def _face_squares(self, views: FrameViews, small: np.ndarray):
+        """Squares (frame pixels) where a face too small for the face mesh's own detector may
+        be: around the best face of the full-range detector, else around the top of the
+        person's matte."""
+        H, W = views.rgb8.shape[:2]
+        detect = getattr(self.backend, "face_boxes", None)
+        boxes = detect(small) if detect is not None else []
+        if boxes:
+            x, y, w, h = (float(v) for v in boxes[0])
+            yield _square((x + 0.5 * w) * W, (y + 0.5 * h) * H, 2.5 * max(w * W, h * H), H, W)
+        elif self.options.use_segmentation:
+            box = _head_square(self._coarse_matte(views), H, W)
+            if box is not None:
+                yield box
+
+    def _faces_in(self, views: FrameViews, box: Tuple[int, int, int]) -> list:
+        """The face mesh run on the square ``box`` of the frame; landmarks normalised to the frame."""
+        x0, y0, side = box
+        H, W = views.rgb8.shape[:2]
+        crop = views.rgb8[y0:y0 + side, x0:x0 + side]
+        n = min(side, self.options.face_work_size)
+        if n != side:
+            crop = cv2.resize(crop, (n, n), interpolation=cv2.INTER_AREA)
+        faces = []
+        for lm in self.backend.face_landmarks(np.ascontiguousarray(crop)):
+            lm = np.asarray(lm, np.float32)
+            out = np.empty_like(lm)
+            out[:, 0] = (x0 + lm[:, 0] * side) / W
+            out[:, 1] = (y0 + lm[:, 1] * side) / H
+            out[:, 2] = lm[:, 2] * side / W  # (z is in units of the image width)
+            faces.append(out)
+        return faces
 
     def _pose_landmarks(self, views: FrameViews) -> Optional[np.ndarray]:
         H, W = views.rgb8.shape[:2]
