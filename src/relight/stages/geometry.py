@@ -319,8 +319,11 @@ def _rasterize_one(lm: np.ndarray, xy: np.ndarray, h: int, w: int, depth_scale: 
     ids = np.full((h, w), -1, np.int32)
     depth = pts[tris, 2].mean(axis=1)
     order = np.argsort(depth)  # painter's order: far (small camera z) first
-    for t, poly in zip(order.tolist(), fixed[tris[order]]):
-        cv2.fillConvexPoly(ids, poly, (t,), lineType=cv2.LINE_8, shift=SHIFT)
+    if kernels.available():  # the same fill in one pass (the vertices as OpenCV rounds them)
+        kernels.paint_triangles(fixed / float(1 << SHIFT), tris[order], order, ids)
+    else:
+        for t, poly in zip(order.tolist(), fixed[tris[order]]):
+            cv2.fillConvexPoly(ids, poly, (t,), lineType=cv2.LINE_8, shift=SHIFT)
     # per triangle, the affine map pixel (x, y, 1) -> interpolated normal: G = V @ inverse(P)
     # P has the vertices (x, y, 1) as columns; its rows are r0 = xs, r1 = ys, r2 = ones, and
     # inverse(P) has the columns (r1 x r2, r2 x r0, r0 x r1) / det
