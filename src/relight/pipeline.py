@@ -135,7 +135,9 @@ class Relighter:
     def _reset_perception(self) -> None:
         """A new shot: the perceiver forgets its previous matte. (MediaPipe's face tracker needs
         no reset: it re-detects by itself when the face it tracked is gone; the frames after a cut
-        then equal a fresh Relighter's.)"""
+        then equal a fresh Relighter's. Nor does the square a small face is followed in: the
+        models run ahead in the decode thread, so a reset from here would land on a frame that
+        depends on timing; the square is left when no face is found in it.)"""
         self.perceiver.reset()
 
     # -- lighting placement
