@@ -63,7 +63,8 @@ def test_bench_end_to_end_tiny(tmp_path, capsys):
     assert list(row["runs"]) == ["hdri"]
     run = row["runs"]["hdri"]
     assert run["frames"] == 5 and run["fps"] > 0 and run["setup_s"] > 0
-    assert run["x_floor"] == pytest.approx(run["fps"] / row["floor"]["fps"], rel=1e-3)
+    # (x_floor is rounded to 4 decimals: at this tiny size it is ~0.03)
+    assert run["x_floor"] == pytest.approx(run["fps"] / row["floor"]["fps"], rel=1e-3, abs=5.1e-5)
     assert 0 < run["x_floor"] < 100
     assert 30 < run["peak_mib"] < 4096  # a real process with the models loaded, MiB not KiB
     assert run["stages_ms"] and all(v >= 0 for v in run["stages_ms"].values())

@@ -469,3 +469,33 @@ def test_small_face_is_found_around_the_head(astronaut, video, detector):
             assert err < 0.1 * face_w, err
             assert np.ptp(faces[0][:, 2]) > 0.2 * face_w  # depth in frame pixels, like x
         assert (p._face_box is not None) == video
+
+
+def test_small_face_search_backs_off_without_a_face():
+    """In a video where a person shows no face (seen from behind), the extra search for a small
+    face runs every fifth frame, not on every frame (it costs up to two more model runs)."""
+    from relight.stages.perception import Perceiver
+
+    class Backend:
+        searches = 0
+
+        def face_landmarks(self, rgb):
+            return []
+
+        def face_boxes(self, rgb):
+            Backend.searches += 1
+            return []
+
+        def segment(self, rgb):
+            m = np.zeros(rgb.shape[:2], np.float32)
+            m[rgb.shape[0] // 3:, rgb.shape[1] // 3: 2 * rgb.shape[1] // 3] = 1.0
+            return m
+
+        def close(self):
+            pass
+
+    frame = np.full((90, 160, 3), 120, np.uint8)
+    with Perceiver(video=True, backend=Backend()) as p:
+        for _ in range(12):
+            assert p.process(frame).face_landmarks == []
+    assert Backend.searches == 3  # frames 0, 5 and 10

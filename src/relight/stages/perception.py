@@ -134,6 +134,9 @@ def refine_matte(guide_rgb: np.ndarray, coarse: np.ndarray, out_hw=None, radius_
     return q
 
 
+_SEARCH_EVERY = 5  # video: a small face not found is searched for again every this many frames
+
+
 def _square(cx: float, cy: float, side: float, H: int, W: int) -> Tuple[int, int, int]:
     """(x0, y0, side) of a square centred near (cx, cy), shifted (not cut) to lie in the frame."""
     side = int(round(min(max(side, 64.0), H, W)))
@@ -293,6 +296,7 @@ class Perceiver:
         # video: the square (x0, y0, side), in frame pixels, where a face too small for the
         # whole frame was found last; None while faces are looked for in the whole frame
         self._face_box: Optional[Tuple[int, int, int]] = None
+        self._search_wait = 0  # video: frames to go before the next search for a small face
 
     # ------------------------------------------------------------------ per frame
     def prepare(self, views: FrameViews, external_matte: bool = False) -> None:
@@ -321,7 +325,8 @@ class Perceiver:
         around the top of the person's matte; in a video it is followed in such a square while
         it is found there (the square moves only when the face nears its edge or changes size a
         lot), and when it is lost the whole frame is searched again. (In that mode only the face
-        in the square is found: a second face shows when the first is lost.)"""
+        in the square is found: a second face shows when the first is lost.) A search that finds
+        no face is tried again only every fifth frame of a video."""
         return views.derived((self.backend, "face_landmarks"), lambda: self._find_faces(views))
 
     def _find_faces(self, views: FrameViews) -> list:
@@ -337,12 +342,17 @@ class Perceiver:
         faces = list(self.backend.face_landmarks(small))
         if faces:
             return faces
+        if self._search_wait > 0:  # (a person who shows no face is not searched every frame)
+            self._search_wait -= 1
+            return []
         for box in self._face_squares(views, small):
             faces = self._faces_in(views, box)
             if faces:
                 if self.options.video:
                     self._face_box = _follow_face(box, faces[0], H, W)
                 return faces
+        if self.options.video:
+            self._search_wait = _SEARCH_EVERY - 1
         return []
 
     def _face_squares(self, views: FrameViews, small: np.ndarray):
