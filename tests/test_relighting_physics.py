@@ -17,7 +17,7 @@ import pytest
 
 from relight.colour import luminance
 from relight.envmap import pixel_grid, uv_to_direction
-from relight.stages.composite import decontaminate
+from relight.stages.composite import EDGE_FADE, EDGE_HI, EDGE_LO, decontaminate, solve_edge_pixels
 from relight.stages.geometry import GeometryOptions, estimate_geometry, inflate_silhouette
 from relight.stages.lighting import neutral_source
 from relight.stages.perception import clean_coarse_matte, head_box
@@ -386,11 +386,37 @@ def test_decontaminate_recovers_the_foreground_colour():
     a = np.clip((np.arange(w, dtype=np.float32) - 36.5) / 7.0, 0, 1)[None, :].repeat(h, 0)  # a 7 px soft edge
     img = (a[..., None] * F + (1 - a[..., None]) * B).astype(np.float32)
     out = decontaminate(img, a, work_size=80)
-    sel = (a > 0.5) & (a < 0.98)
+    sel = (a > 0.5) & (a < EDGE_FADE)
     assert np.allclose(out[sel], F, atol=0.02)
-    solid = (a <= 0.02) | (a >= 0.98)
+    solid = (a <= EDGE_LO) | (a >= EDGE_HI)
     assert np.array_equal(out[solid], img[solid])  # untouched outside the soft band
+    # towards the opaque end the solved colour fades back to the pixel's own, so it does not
+    # jump where the band ends: each channel lies between the two, closer to the pixel's as a
+    # nears EDGE_HI
+    fade = (a >= EDGE_FADE) & (a < EDGE_HI)
+    assert fade.any()
+    lo, hi = np.minimum(img[fade], F) - 0.02, np.maximum(img[fade], F) + 0.02
+    assert ((out[fade] >= lo) & (out[fade] <= hi)).all()
+    t = ((EDGE_HI - a[fade]) / (EDGE_HI - EDGE_FADE))[:, None]  # the share of the solved colour
+    assert np.allclose(out[fade], t * F + (1 - t) * img[fade], atol=0.02)
     assert decontaminate(img, (a > 0.5).astype(np.float32)) is img  # a hard matte: nothing to do
+
+
+def test_decontaminated_dark_strand_is_not_blacked_out():
+    """A dark strand over a bright wall, its alpha a little too low: the exact solve
+    (I - (1 - a) B) / a goes below 0 there, and clipping it to 0 made a black line that came
+    and went with the matte's frame-to-frame errors. The solved colour stays at a quarter of
+    the nearby person's colour or above."""
+    F = np.array([0.012, 0.01, 0.008], np.float32)  # dark hair
+    B = np.array([0.9, 0.9, 0.85], np.float32)  # bright wall
+    px = (0.97 * F + 0.03 * B)[None, :]  # the strand covers 97% of the pixel
+    for a in (0.90, 0.93, 0.95):  # the matte says less
+        f = solve_edge_pixels(px, np.array([[a]], np.float32), B[None, :], F[None, :])[0]
+        assert (f >= 0.25 * F - 1e-7).all(), (a, f)
+    # where alpha is right and the band is fully decontaminated, F comes back
+    px = (0.8 * F + 0.2 * B)[None, :]
+    f = solve_edge_pixels(px, np.array([[0.8]], np.float32), B[None, :], F[None, :])[0]
+    assert np.allclose(f, F, atol=1e-3)
 
 
 # ----------------------------------------------------------------------------- end to end

@@ -108,7 +108,7 @@ if numba is not None:
 
     @njit(cache=True, parallel=True, fastmath=True, nogil=True)
     def _fused(person_in, lin, fields, y0, y1, fy, x0, x1, fx, matte, weight, bg, bg8, bg_mode, bg_colour,
-               gain, amax, strength, knee, lut, edge_lo, edge_hi, out):
+               gain, amax, strength, knee, lut, edge_lo, edge_fade, edge_hi, out):
         H, W = matte.shape
         C = fields.shape[2]
         decont = C >= N_FIELDS + N_EDGE_FIELDS
@@ -152,12 +152,13 @@ if numba is not None:
                     sc = d1 / max(am * d2, 1e-12)
                     sc = min(max(sc, 0.25), 4.0)
                     we = min(max((am - 0.7) / 0.25, 0.0), 1.0)
+                    ds = min(max((edge_hi - am) / max(edge_hi - edge_fade, 1e-6), 0.0), 1.0)
                     for c in range(3):
                         bgc = row[b0, 12 + c] + u * (row[b1, 12 + c] - row[b0, 12 + c])
                         ff = max(row[b0, 15 + c] + u * (row[b1, 15 + c] - row[b0, 15 + c]), 1e-6)
                         rest = px[c] - (1.0 - am) * bgc
-                        exact = max(rest / max(am, 0.05), 0.0)
-                        px[c] = we * exact + (1.0 - we) * ff * sc
+                        exact = max(rest / max(am, 0.05), 0.25 * ff)
+                        px[c] = ds * (we * exact + (1.0 - we) * ff * sc) + (1.0 - ds) * px[c]
                 for c in range(3):
                     inv = row[b0, c] + u * (row[b1, c] - row[b0, c])
                     dif = row[b0, 3 + c] + u * (row[b1, 3 + c] - row[b0, 3 + c])
@@ -485,15 +486,16 @@ if numba is not None:
 
 def fused_composite8(person_in: np.ndarray, lin: np.ndarray, fields: np.ndarray, matte: np.ndarray,
                      weight: float, background, *, gain: float, amax: float, strength: float, knee: float,
-                     lut: np.ndarray, transparent: bool = False, edge_band=(0.02, 0.98),
+                     lut: np.ndarray, transparent: bool = False, edge_band=(0.02, 0.9, 0.98),
                      background8: Optional[np.ndarray] = None) -> np.ndarray:
     """One pass: relit person (fields applied to ``person_in``, times ``gain``), tone curve,
     ``strength`` blend with ``lin``, over ``background`` with alpha ``matte * weight``, 8-bit sRGB.
 
     ``fields`` (h, w, 12 or 18): :class:`~relight.stages.render.PersonFields`' 12 channels,
     optionally followed by :func:`~relight.stages.composite.edge_fields`' 6; with those, the
-    pixels whose matte lies in ``edge_band`` are decontaminated first (the old background taken
-    out of soft edges), as :func:`~relight.stages.composite.decontaminate` does.
+    pixels whose matte lies in ``edge_band`` = (lo, fade, hi) are decontaminated first (the old
+    background taken out of soft edges, fully up to ``fade``, less and less above it), as
+    :func:`~relight.stages.composite.decontaminate` does.
 
     ``background``: (H, W, 3) float32 display-linear image, a length-3 colour, or None with
     ``transparent`` (then the output is the relit person alone). ``background8``: optionally,
@@ -518,7 +520,7 @@ def fused_composite8(person_in: np.ndarray, lin: np.ndarray, fields: np.ndarray,
     out = np.empty((H, W, 3), np.uint8)
     args = (_contig(person_in), _contig(lin), _contig(fields), y0, y1, fy, x0, x1, fx, _contig(matte),
             np.float32(weight), bg, bg8, mode, colour, np.float32(gain), np.float32(amax), np.float32(strength),
-            np.float32(knee), lut, np.float32(edge_band[0]), np.float32(edge_band[1]), out)
+            np.float32(knee), lut, *(np.float32(e) for e in edge_band), out)
     with _LAUNCH:
         _fused(*args)
     return out

@@ -321,7 +321,8 @@ class Relighter:
         rgb8 = kernels.fused_composite8(lin, lin, fields, matte, weight, bg, gain=gain, amax=pf.albedo_max,
                                         strength=s.strength, knee=TONE_KNEE, lut=LINEAR_TO_SRGB8_LUT,
                                         transparent=transparent, background8=self._encoded_background(bg),
-                                        edge_band=(composite_stage.EDGE_LO, composite_stage.EDGE_HI))
+                                        edge_band=(composite_stage.EDGE_LO, composite_stage.EDGE_FADE,
+                                                   composite_stage.EDGE_HI))
         if pf.catchlights:
             for box in eye_boxes(perception, pf.size):
                 y0, y1, x0, x1 = box

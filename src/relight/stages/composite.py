@@ -98,18 +98,30 @@ def solve_edge_pixels(px: np.ndarray, a: np.ndarray, bg: np.ndarray, fg_smooth: 
     1 / a, and at a dark-hair / bright-wall edge that makes coloured fringes (a dark channel
     goes to 0). So F keeps the colour of the nearby person, F_smooth, and only its brightness
     is solved for: F = s F_smooth, s = <F_smooth, I - (1 - a) B> / (a |F_smooth|^2), within
-    [1/4, 4]; the exact solve takes over only where the person nearly covers the pixel.
+    [1/4, 4]; the exact solve takes over only where the person nearly covers the pixel, and is
+    kept above F_smooth / 4 too (where it would go to 0, a small error of a turned a dark strand
+    black in one frame and not in the next: a dark line that flickered along the outline).
+
+    Near the opaque end of the band (``EDGE_FADE`` .. ``EDGE_HI``) F fades back to the pixel
+    itself, so F does not jump where the band ends. (There the composite with a new background
+    B' changes with an error of a by (B' - g B) if F is solved, g being the relighting gain,
+    and by (g I - B') if not: against a bright old background the first is several times
+    larger, and the matte's small frame-to-frame errors at the inner edge showed as flicker.)
     (:mod:`relight.kernels` does the same per pixel.)"""
     rest = px - (1.0 - a) * bg
     ff = np.maximum(fg_smooth, 1e-6)
     scale = np.einsum("nc,nc->n", ff, rest)[:, None] / np.maximum(a * np.einsum("nc,nc->n", ff, ff)[:, None], 1e-12)
     shaped = ff * np.clip(scale, 0.25, 4.0)
-    exact = np.clip(rest / np.maximum(a, 0.05), 0.0, None)
+    exact = np.maximum(rest / np.maximum(a, 0.05), 0.25 * ff)
     w_exact = np.clip((a - 0.7) / 0.25, 0.0, 1.0)
-    return w_exact * exact + (1.0 - w_exact) * shaped
+    solved = w_exact * exact + (1.0 - w_exact) * shaped
+    strength = np.clip((EDGE_HI - a) / (EDGE_HI - EDGE_FADE), 0.0, 1.0)
+    return strength * solved + (1.0 - strength) * px
 
 
-EDGE_LO, EDGE_HI = 0.02, 0.98  # the soft band of the matte that is decontaminated
+# the soft band of the matte that is decontaminated: fully from EDGE_LO to EDGE_FADE, less and
+# less from there to EDGE_HI (see solve_edge_pixels)
+EDGE_LO, EDGE_FADE, EDGE_HI = 0.02, 0.9, 0.98
 
 
 def decontaminate(image_linear: np.ndarray, matte: np.ndarray, work_size: int = 320,
