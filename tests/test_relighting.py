@@ -474,6 +474,8 @@ def test_small_face_is_found_around_the_head(astronaut, video, detector):
 def test_small_face_search_backs_off_without_a_face():
     """In a video where a person shows no face (seen from behind), the extra search for a small
     face runs every fifth frame, not on every frame (it costs up to two more model runs)."""
+    from relight.pipeline import Relighter
+    from relight.settings import RelightSettings
     from relight.stages.perception import Perceiver
 
     class Backend:
@@ -498,4 +500,11 @@ def test_small_face_search_backs_off_without_a_face():
     with Perceiver(video=True, backend=Backend()) as p:
         for _ in range(12):
             assert p.process(frame).face_landmarks == []
-    assert Backend.searches == 3  # frames 0, 5 and 10
+        assert Backend.searches == 3  # frames 0, 5 and 10
+        # a Relighter's reset (a new clip) starts the search afresh, as a fresh Relighter would
+        with Relighter(RelightSettings(), perceiver=p) as r:
+            r.process(frame, time=0.0)
+            assert Backend.searches == 3  # (frame 12: the wait goes on)
+            r.reset()
+            r.process(frame, time=0.0)
+            assert Backend.searches == 4

@@ -125,11 +125,11 @@ class Relighter:
         self.close()
 
     def reset(self) -> None:
-        """Forget the temporal state (the next frame starts a new shot)."""
+        """Forget the temporal state (the next frame starts a new shot, as in a fresh Relighter)."""
         if self.temporal is not None:
             self.temporal.reset()
             self._field_smoother.clear()
-        self._reset_perception()
+        self.perceiver.reset(faces=True)
         self._last = None
 
     def _reset_perception(self) -> None:
@@ -137,7 +137,8 @@ class Relighter:
         no reset: it re-detects by itself when the face it tracked is gone; the frames after a cut
         then equal a fresh Relighter's. Nor does the square a small face is followed in: the
         models run ahead in the decode thread, so a reset from here would land on a frame that
-        depends on timing; the square is left when no face is found in it.)"""
+        depends on timing; the square is left when no face is found in it. :meth:`reset`,
+        called between clips, forgets it too.)"""
         self.perceiver.reset()
 
     # -- lighting placement

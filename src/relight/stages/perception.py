@@ -459,9 +459,14 @@ class Perceiver:
                             floor=max(0.0, float(opts.alpha_floor)), ceiling=min(1.0, float(opts.alpha_ceiling)),
                             views=views)
 
-    def reset(self) -> None:
-        """Forget the temporal state (call between unrelated clips)."""
+    def reset(self, faces: bool = False) -> None:
+        """Forget the temporal state (call between unrelated clips). ``faces``: also where a small
+        face was followed or last searched for in vain (leave it False at a cut found while the
+        models run ahead in another thread: the frame it would apply to depends on timing)."""
         self._prev_coarse = None
+        if faces:
+            self._face_box = None
+            self._search_wait = 0
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
