@@ -84,6 +84,51 @@ def test_fused_kernel_copies_an_encoded_background():
         kernels.fused_composite8(lin, lin, fields, matte, 0.8, bg, background8=bg8[1:], **kw)
 
 
+def test_fused_kernel_reads_8bit_frames_as_their_linear_values():
+    """An 8-bit frame (and an 8-bit background, copied where there is no person) given to the
+    kernel as it is gives exactly the output of its linear float copy."""
+    rng = np.random.default_rng(7)
+    H, W, h, w = 45, 71, 11, 16
+    rgb8 = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    lin = srgb_to_linear(rgb8)
+    matte = np.clip(rng.random((H, W), dtype=np.float32) * 1.4 - 0.2, 0, 1)
+    fields = rng.random((h, w, 18), dtype=np.float32)
+    bg = rng.random((H, W, 3), dtype=np.float32)
+    kw = dict(gain=1.2, amax=0.9, strength=0.6, knee=TONE_KNEE, lut=LINEAR_TO_SRGB8_LUT)
+    ref = kernels.fused_composite8(lin, lin, fields, matte, 0.9, bg, **kw)
+    assert np.array_equal(kernels.fused_composite8(rgb8, rgb8, fields, matte, 0.9, bg, **kw), ref)
+    # the frame as its own background (--background source): 8-bit pixels copied
+    ref = kernels.fused_composite8(lin, lin, fields, matte, 0.9, lin, **kw)
+    got = kernels.fused_composite8(rgb8, rgb8, fields, matte, 0.9, rgb8, background8=rgb8, **kw)
+    assert np.array_equal(got, ref)
+    assert np.array_equal(got[matte == 0], rgb8[matte == 0])
+
+
+@pytest.mark.parametrize("size,shrunk", [((720, 1280), (144, 256)), ((233, 301), (57, 74)),
+                                         ((100, 100), (100, 37)), ((57, 83), (13, 19))])
+def test_linear_area_is_opencvs_area_average_of_the_linear_frame(size, shrunk):
+    rng = np.random.default_rng(11)
+    rgb8 = rng.integers(0, 256, size + (3,), dtype=np.uint8)
+    h, w = shrunk
+    got = kernels.linear_area(rgb8, w, h)
+    ref = cv2.resize(srgb_to_linear(rgb8), (w, h), interpolation=cv2.INTER_AREA)
+    assert got.shape == ref.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+    with pytest.raises(ValueError):
+        kernels.linear_area(rgb8, size[1] + 1, h)
+
+
+def test_video_frames_make_no_full_size_linear_copy(portrait_rgb):
+    """With an HDRI background the pipeline reads an 8-bit frame's pixels as they are: its
+    full-size float copy (12 bytes a pixel) is never made."""
+    frame = cv2.resize(portrait_rgb, (320, 240), interpolation=cv2.INTER_AREA)
+    with Relighter(RelightSettings(hdri="sunset"), video=True) as r:
+        views = r.prepare(frame)
+        comp = r.render(r.analyse(frame, encode8=True, views=views))
+        assert comp.rgb8 is not None and np.abs(comp.rgb8.astype(int) - frame).mean() > 2
+        assert views._linear is None
+
+
 def test_prefetch_passes_items_and_errors_in_order():
     assert list(Prefetch(range(50), depth=2)) == list(range(50))
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 import threading
+from functools import lru_cache
 from typing import Optional
 
 import numpy as np
@@ -49,8 +50,11 @@ import numpy as np
 try:  # pragma: no cover - exercised implicitly
     import numba
     from numba import njit, prange
+    from numba.extending import overload
 except ImportError:  # pragma: no cover
     numba = None
+
+from .colour import SRGB8_TO_LINEAR
 
 # background modes of :func:`fused_composite8`
 BG_IMAGE = 0  # a full-resolution display-linear image
@@ -90,7 +94,22 @@ def axis_table(n_out: int, n_in: int):
     return i0, i1, (s - i0).astype(np.float32)
 
 
+def _pixel(img, y, x, c, lut):
+    """Channel ``c`` of pixel (y, x) in linear light: a float image's value, or an 8-bit sRGB
+    image's code through ``lut`` (:data:`relight.colour.SRGB8_TO_LINEAR`). The kernels read
+    their full-resolution images through it, so an 8-bit frame needs no float copy."""
+    v = img[y, x, c]
+    return lut[v] if img.dtype == np.uint8 else v
+
+
 if numba is not None:
+
+    @overload(_pixel, inline="always")
+    def _pixel_compiled(img, y, x, c, lut):
+        # chosen when the kernel is compiled for the image's dtype (numba specialises per type)
+        if isinstance(img.dtype, numba.types.Integer):
+            return lambda img, y, x, c, lut: lut[img[y, x, c]]
+        return lambda img, y, x, c, lut: img[y, x, c]
 
     @njit(cache=True, fastmath=True, inline="always")
     def _tone(x, knee, span):
@@ -108,7 +127,7 @@ if numba is not None:
 
     @njit(cache=True, parallel=True, fastmath=True, nogil=True)
     def _fused(person_in, lin, fields, y0, y1, fy, x0, x1, fx, matte, weight, bg, bg8, bg_mode, bg_colour,
-               gain, amax, strength, knee, lut, edge_lo, edge_fade, edge_hi, out):
+               gain, amax, strength, knee, lut, in_lut, edge_lo, edge_fade, edge_hi, out):
         H, W = matte.shape
         C = fields.shape[2]
         decont = C >= N_FIELDS + N_EDGE_FIELDS
@@ -133,10 +152,10 @@ if numba is not None:
                             out[y, x, c] = bg8[y, x, c]
                     else:
                         for c in range(3):
-                            out[y, x, c] = _enc(bg[y, x, c] if bg_mode == 0 else bg_colour[c], lut)
+                            out[y, x, c] = _enc(_pixel(bg, y, x, c, in_lut) if bg_mode == 0 else bg_colour[c], lut)
                     continue
                 for c in range(3):
-                    px[c] = person_in[y, x, c]
+                    px[c] = _pixel(person_in, y, x, c, in_lut)
                 if decont and am >= edge_lo and am <= edge_hi:
                     # soft edge: the person's own colour without the old background (the
                     # per-pixel form of relight.stages.composite.solve_edge_pixels)
@@ -170,9 +189,9 @@ if numba is not None:
                     alb = min(i * inv, amax)
                     p = _tone((alb * dif + spc) * gain, knee, span)
                     if strength < 1.0:
-                        p = strength * p + (1.0 - strength) * lin[y, x, c]
+                        p = strength * p + (1.0 - strength) * _pixel(lin, y, x, c, in_lut)
                     if bg_mode == 0 or bg_mode == 3:
-                        v = a * p + (1.0 - a) * bg[y, x, c]
+                        v = a * p + (1.0 - a) * _pixel(bg, y, x, c, in_lut)
                     elif bg_mode == 1:
                         v = a * p + (1.0 - a) * bg_colour[c]
                     else:
@@ -491,16 +510,18 @@ def fused_composite8(person_in: np.ndarray, lin: np.ndarray, fields: np.ndarray,
     """One pass: relit person (fields applied to ``person_in``, times ``gain``), tone curve,
     ``strength`` blend with ``lin``, over ``background`` with alpha ``matte * weight``, 8-bit sRGB.
 
+    ``person_in`` and ``lin`` (H, W, 3): float32 linear, or uint8 sRGB (linearised per pixel as
+    it is read: an 8-bit frame needs no full-resolution float copy).
     ``fields`` (h, w, 12 or 18): :class:`~relight.stages.render.PersonFields`' 12 channels,
     optionally followed by :func:`~relight.stages.composite.edge_fields`' 6; with those, the
     pixels whose matte lies in ``edge_band`` = (lo, fade, hi) are decontaminated first (the old
     background taken out of soft edges, fully up to ``fade``, less and less above it), as
     :func:`~relight.stages.composite.decontaminate` does.
 
-    ``background``: (H, W, 3) float32 display-linear image, a length-3 colour, or None with
-    ``transparent`` (then the output is the relit person alone). ``background8``: optionally,
-    an image background already encoded by :func:`encode8` (a background that stays the same
-    from frame to frame: its pixels are then copied). Returns (H, W, 3) uint8."""
+    ``background``: (H, W, 3) display-linear image (float32, or uint8 sRGB), a length-3 colour,
+    or None with ``transparent`` (then the output is the relit person alone). ``background8``:
+    optionally, the image background encoded by :func:`encode8` (or, for a uint8 background,
+    itself): its pixels are copied where there is no person. Returns (H, W, 3) uint8."""
     H, W = matte.shape
     h, w = fields.shape[:2]
     y0, y1, fy = axis_table(H, h)
@@ -512,15 +533,15 @@ def fused_composite8(person_in: np.ndarray, lin: np.ndarray, fields: np.ndarray,
         mode, bg = BG_COLOUR, _DUMMY_IMAGE
         colour = np.ascontiguousarray(np.asarray(background, np.float32).reshape(-1, 3)[0])
     else:
-        mode, bg, colour = BG_IMAGE, _contig(background), _DUMMY_COLOUR
+        mode, bg, colour = BG_IMAGE, _image(background), _DUMMY_COLOUR
         if background8 is not None:
             mode, bg8 = BG_IMAGE8, np.ascontiguousarray(background8, np.uint8)
             if bg8.shape != bg.shape:
                 raise ValueError(f"background8 has shape {bg8.shape}, the background {bg.shape}")
     out = np.empty((H, W, 3), np.uint8)
-    args = (_contig(person_in), _contig(lin), _contig(fields), y0, y1, fy, x0, x1, fx, _contig(matte),
+    args = (_image(person_in), _image(lin), _contig(fields), y0, y1, fy, x0, x1, fx, _contig(matte),
             np.float32(weight), bg, bg8, mode, colour, np.float32(gain), np.float32(amax), np.float32(strength),
-            np.float32(knee), lut, *(np.float32(e) for e in edge_band), out)
+            np.float32(knee), lut, SRGB8_TO_LINEAR, *(np.float32(e) for e in edge_band), out)
     with _LAUNCH:
         _fused(*args)
     return out
@@ -555,6 +576,84 @@ if numba is not None:
                 out[y, x] = min(max(v, 0.0), 1.0)
 
 
+@lru_cache(maxsize=16)
+def area_table(n_out: int, n_in: int):
+    """Area-averaging taps along one axis, ``cv2.resize(..., INTER_AREA)``'s when shrinking
+    (``n_out <= n_in``): output i averages the input over [i s, (i + 1) s), s = n_in / n_out,
+    the input samples cut by the interval's ends weighted by the part inside.
+    -> (first tap int32 (n_out,), taps int32 (n_out,), weights float32 (n_out, k)), cached:
+    not to be modified."""
+    if n_out > n_in:
+        raise ValueError(f"area_table shrinks only ({n_in} -> {n_out})")
+    scale = n_in / float(n_out)
+    taps = []
+    for i in range(n_out):
+        f1 = i * scale
+        f2 = f1 + scale
+        cell = min(scale, n_in - f1)
+        s1 = math.ceil(f1)
+        s2 = min(math.floor(f2), n_in - 1)
+        s1 = min(s1, s2)
+        row = []
+        if s1 - f1 > 1e-3:
+            row.append((s1 - 1, (s1 - f1) / cell))
+        row += [(j, 1.0 / cell) for j in range(s1, s2)]
+        if f2 - s2 > 1e-3:
+            row.append((s2, min(min(f2 - s2, 1.0), cell) / cell))
+        taps.append(row)
+    k = max(len(r) for r in taps)
+    first = np.array([r[0][0] for r in taps], np.int32)
+    count = np.array([len(r) for r in taps], np.int32)
+    weights = np.zeros((n_out, k), np.float32)
+    for i, r in enumerate(taps):
+        weights[i, :len(r)] = [wt for _, wt in r]
+    return first, count, weights
+
+
+def linear_area(rgb8: np.ndarray, w: int, h: int) -> np.ndarray:
+    """(H, W, 3) uint8 sRGB -> (h, w, 3) float32 linear, area-averaged: the same as
+    ``cv2.resize(to_linear(rgb8), (w, h), interpolation=INTER_AREA)`` (to float rounding)
+    in one pass over the 8-bit pixels, without the full-resolution float copy (at 4K: 100 MB
+    written and read again). Shrinks only. Serial (no lock): it runs beside the other stages."""
+    H, W = rgb8.shape[:2]
+    ys, yn, yw = area_table(h, H)
+    xs, xn, xw = area_table(w, W)
+    out = np.empty((h, w, 3), np.float32)
+    flat = np.ascontiguousarray(rgb8[..., :3]).reshape(H, W * 3)
+    _linear_area(flat, SRGB8_TO_LINEAR, ys, yn, yw, xs, xn, xw, out)
+    return out
+
+
+if numba is not None:
+
+    @njit(cache=True, fastmath=True, nogil=True)
+    def _linear_area(rgb8, lut, ys, yn, yw, xs, xn, xw, out):
+        h, w = out.shape[:2]
+        acc = np.empty((w, 3), np.float32)
+        for i in range(h):
+            acc[:] = 0.0
+            for k in range(yn[i]):
+                sy = ys[i] + k
+                wy = yw[i, k]
+                for j in range(w):
+                    s0 = 3 * xs[j]
+                    r = np.float32(0.0)
+                    g = np.float32(0.0)
+                    b = np.float32(0.0)
+                    for m in range(xn[j]):
+                        wx = xw[j, m]
+                        q = s0 + 3 * m
+                        r += wx * lut[rgb8[sy, q]]
+                        g += wx * lut[rgb8[sy, q + 1]]
+                        b += wx * lut[rgb8[sy, q + 2]]
+                    acc[j, 0] += wy * r
+                    acc[j, 1] += wy * g
+                    acc[j, 2] += wy * b
+            for j in range(w):
+                for c in range(3):
+                    out[i, j, c] = acc[j, c]
+
+
 def encode8(image: np.ndarray, lut: np.ndarray) -> np.ndarray:
     """(H, W, 3) display-linear float -> uint8 sRGB through ``lut``, exactly as
     :func:`fused_composite8` encodes (its ``background8``)."""
@@ -584,3 +683,9 @@ _DUMMY_FIELD = np.zeros((1, 1, 1), np.float32)
 
 def _contig(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _image(x: np.ndarray) -> np.ndarray:
+    """A full-resolution image for :func:`_pixel`: uint8 sRGB kept as it is, anything else float32."""
+    x = np.asarray(x)
+    return np.ascontiguousarray(x) if x.dtype == np.uint8 else _contig(x)

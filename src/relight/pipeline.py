@@ -176,7 +176,7 @@ class Relighter:
 
     def prepare(self, image: np.ndarray, has_matte: bool = False) -> FrameViews:
         """The frame's :class:`~relight.types.FrameViews`, with what :meth:`analyse` will take
-        already made: its linear pixels, the reduced copies the perception, temporal and
+        already made: the reduced copies the perception, temporal and
         working-resolution stages read, and the perception models' outputs
         (:meth:`Perceiver.prepare`). Call it for every frame, in order, from one thread at a time
         (another than :meth:`analyse`'s is fine): the pipeline calls it in the decode thread,
@@ -191,7 +191,7 @@ class Relighter:
             lin = to_linear(image)
             views = FrameViews(linear_to_srgb8(lin), linear=lin)
         h, w = image.shape[:2]
-        views.resized("linear", *_work_size(h, w))  # (makes the full-resolution linear pixels too)
+        views.resized("linear", *_work_size(h, w))  # (from the 8-bit pixels: no full-size float copy)
         self.perceiver.prepare(views, external_matte=has_matte)
         if self.temporal is not None:
             self.temporal.prepare(views)
@@ -210,7 +210,7 @@ class Relighter:
         if views is None:
             views = self.prepare(image, has_matte=matte is not None)
         t = self.timer.add("decode-convert", t0)
-        rgb8, lin = views.rgb8, views.linear()
+        rgb8 = views.rgb8
         h, w = rgb8.shape[:2]
         index = self._frames if index is None else index
         self._frames += 1
@@ -247,7 +247,7 @@ class Relighter:
                 if ts is not None:
                     geometry = ts.geometry(geometry)
                 t = self.timer.add("geometry", t)
-                source = estimate_source_lighting(lin, perception, geometry, work_image=work.image,
+                source = estimate_source_lighting(work.image, perception, geometry, work_image=work.image,
                                                   work_matte=work.matte)
                 if ts is not None:
                     source = ts.source(source)
@@ -255,7 +255,7 @@ class Relighter:
             elif ts is not None:
                 ts.skip()
             self._last = (perception, geometry, source, work, weight)
-        return FramePlan(index=index, time=float(time), lin=lin, perception=perception, geometry=geometry,
+        return FramePlan(index=index, time=float(time), views=views, perception=perception, geometry=geometry,
                          source=source, work=work, weight=weight, motion=motion, scene_linear=scene_linear,
                          encode8=encode8)
 
@@ -265,8 +265,8 @@ class Relighter:
         Plans must be rendered in the order they were made."""
         s = self.settings
         t = perf_counter()
-        lin, perception, geometry, weight = plan.lin, plan.perception, plan.geometry, plan.weight
-        h, w = lin.shape[:2]
+        perception, geometry, weight = plan.perception, plan.geometry, plan.weight
+        h, w = perception.matte.shape
         pan = self.pan_at(plan.time)
         maker = self._backgrounds(w, h)
         if weight <= 0.0:
@@ -274,6 +274,7 @@ class Relighter:
             if self._field_smoother is not None:
                 self._field_smoother.clear()
             zero = np.zeros((h, w), np.float32)
+            lin = plan.lin
             background = maker.make(plan.index, lin, zero, pan, self.exposure)
             out = composite_stage.composite(lin, lin, zero, background, strength=1.0, scene_linear=plan.scene_linear,
                                             background_is_scene=(maker.kind == "hdri"))
@@ -287,16 +288,17 @@ class Relighter:
                                                      composite_stage.edge_sigma(h, w) * work.image.shape[1] / float(w))
             t = self.timer.add("edges", t)
         target = self.target_hdri.target(pan)
-        pf = person_fields(lin, perception, geometry, plan.source, target, specular=s.specular,
+        pf = person_fields(plan.pixels, perception, geometry, plan.source, target, specular=s.specular,
                            work_image=work.image)
         if self._field_smoother is not None:
             pf.fields = self._field_smoother.smooth(pf.fields, plan.motion)
         gain = float(self.exposure * s.fg_gain)
         if plan.encode8 and not plan.scene_linear and kernels.available():
             t = self.timer.add("render", t)
-            out = self._fused8(pf, work, lin, perception, geometry, target, maker, plan.index, pan, weight, gain)
+            out = self._fused8(pf, work, plan, target, maker, pan, gain)
             self.timer.add("composite", t)
             return out
+        lin = plan.lin
         person_in = composite_stage.decontaminate(lin, perception.matte, fields=work.edges)
         person = apply_fields(person_in, pf, perception, geometry, target, specular=s.specular)
         person *= np.float32(gain)
@@ -308,27 +310,36 @@ class Relighter:
         self.timer.add("composite", t)
         return out
 
-    def _fused8(self, pf, work, lin, perception, geometry, target, maker, index, pan, weight, gain):
+    def _fused8(self, pf, work, plan: "FramePlan", target, maker, pan, gain):
         """Decontaminate the soft edges, apply the person's fields, tone-map, composite and
-        encode to 8-bit sRGB in one pass (:func:`relight.kernels.fused_composite8`); the few
-        pixels of the eyes' catchlights are then redone with the numpy reference steps."""
+        encode to 8-bit sRGB in one pass (:func:`relight.kernels.fused_composite8`, reading an
+        8-bit frame's pixels as they are); the few pixels of the eyes' catchlights are then
+        redone with the numpy reference steps."""
         s = self.settings
+        perception, geometry, weight, index = plan.perception, plan.geometry, plan.weight, plan.index
         matte = perception.matte
         H, W = matte.shape
         alpha = matte if weight >= 1.0 else matte * np.float32(weight)  # what the compositor uses
-        bg = maker.make_display(index, lin, alpha, pan, self.exposure)
+        pixels = plan.pixels
+        if maker.kind == "source" and s.blur <= 0 and pixels.dtype == np.uint8:
+            # the input itself behind the person: its 8-bit pixels, copied where there is no person
+            bg = bg8 = pixels
+        else:
+            bg = maker.make_display(index, plan.lin if maker.reads_input else None, alpha, pan, self.exposure)
+            bg8 = self._encoded_background(bg)
         transparent = maker.transparent
         fields = np.concatenate([pf.fields, work.edges], axis=-1)
-        rgb8 = kernels.fused_composite8(lin, lin, fields, matte, weight, bg, gain=gain, amax=pf.albedo_max,
+        rgb8 = kernels.fused_composite8(pixels, pixels, fields, matte, weight, bg, gain=gain, amax=pf.albedo_max,
                                         strength=s.strength, knee=TONE_KNEE, lut=LINEAR_TO_SRGB8_LUT,
-                                        transparent=transparent, background8=self._encoded_background(bg),
+                                        transparent=transparent, background8=bg8,
                                         edge_band=(composite_stage.EDGE_LO, composite_stage.EDGE_FADE,
                                                    composite_stage.EDGE_HI))
         if pf.catchlights:
             for box in eye_boxes(perception, pf.size):
                 y0, y1, x0, x1 = box
                 m = matte[y0:y1, x0:x1]
-                person_in = lin[y0:y1, x0:x1].copy()
+                lin = to_linear(pixels[y0:y1, x0:x1])
+                person_in = lin.copy()
                 band = (m >= composite_stage.EDGE_LO) & (m <= composite_stage.EDGE_HI)
                 if band.any():
                     e = upsample_fields(work.edges, H, W, box)[band]
@@ -336,8 +347,8 @@ class Relighter:
                                                                         e[:, :3], e[:, 3:])
                 person = apply_fields(person_in, pf, perception, geometry, target, specular=s.specular, box=box)
                 person *= np.float32(gain)
-                patch_bg = None if bg is None else (bg if np.ndim(bg) == 1 else bg[y0:y1, x0:x1])
-                comp = composite_stage.composite(person, lin[y0:y1, x0:x1], alpha[y0:y1, x0:x1], patch_bg,
+                patch_bg = None if bg is None else (bg if np.ndim(bg) == 1 else to_linear(bg[y0:y1, x0:x1]))
+                comp = composite_stage.composite(person, lin, alpha[y0:y1, x0:x1], patch_bg,
                                                  strength=s.strength, scene_linear=False, background_is_scene=False)
                 rgb8[y0:y1, x0:x1] = linear_to_srgb8(comp.rgb)
         return composite_stage.Composite(rgb=None, alpha=alpha if transparent else None, scene_linear=False,
@@ -370,7 +381,7 @@ class FramePlan:
 
     index: int
     time: float  # presentation time, seconds
-    lin: np.ndarray  # (H, W, 3) float32 linear input
+    views: FrameViews  # the input frame (and its copies)
     perception: Perception  # the matte steadied, the faces filtered
     geometry: Optional[Geometry]  # None without a person
     source: Optional[SourceLighting]  # None without a person
@@ -379,6 +390,18 @@ class FramePlan:
     motion: Optional[FrameMotion]  # None for single images or with the temporal stage off
     scene_linear: bool
     encode8: bool
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """The input as the fused kernel reads it: (H, W, 3) uint8 sRGB, or float32 linear for
+        a float (EXR) input."""
+        v = self.views
+        return v.linear() if v.is_linear else v.rgb8
+
+    @property
+    def lin(self) -> np.ndarray:
+        """(H, W, 3) float32 linear input (made on first use)."""
+        return self.views.linear()
 
 
 @dataclass
@@ -450,9 +473,9 @@ def relight_file(input_path: str, output_path: str, settings: RelightSettings = 
                                                audio_from=input_path if info.is_video else None))
         # decode ahead and encode behind in their own threads (they release the GIL): the run
         # takes about as long as the processing instead of processing + decode + encode
-        # (the decode thread also makes each frame's linear and reduced copies and runs the
+        # (the decode thread also makes each frame's reduced copies and runs the
         # perception models on it: Relighter.prepare).
-        # Frames in flight each hold ~50 bytes a pixel: above 4 Mpx (4K) fewer wait in the queues
+        # Frames in flight each hold ~40 bytes a pixel: above 4 Mpx (4K) fewer wait in the queues
         ahead = 2 if info.width * info.height <= 4_000_000 else 1
         # the stages' threads fill the cores: on small frames each library call is faster on
         # its caller's core than split over cores another stage holds (threads.one_core_per_call)

@@ -14,6 +14,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from . import kernels
 from .colour import to_linear
 
 
@@ -57,6 +58,7 @@ class FrameViews:
     def __init__(self, rgb8: np.ndarray, linear: Optional[np.ndarray] = None):
         self.rgb8 = rgb8
         self._linear = linear
+        self.is_linear = linear is not None  # a float (EXR) frame: its linear pixels are the original
         self._made: dict = {}
 
     def _memo(self, key, make):
@@ -87,7 +89,10 @@ class FrameViews:
         copy (an exact 2x2 average, OpenCV's fast path): at 1080p that is ~5x cheaper than
         averaging the full frame over fractional areas, and differs from it by half a level on
         average (the two averaging windows do not line up exactly). The half-size luma is the
-        luma of the half-size colour copy (no full-size luma is made)."""
+        luma of the half-size colour copy (no full-size luma is made). A linear copy of an 8-bit
+        frame shrunk by area-averaging is made from the 8-bit pixels in one pass
+        (:func:`relight.kernels.linear_area`, the same values): the full-size linear pixels are
+        not made for it."""
         full = {"rgb8": lambda: self.rgb8, "grey": self.grey, "linear": self.linear}[what]
         H, W = self.rgb8.shape[:2]
         if (h, w) == (H, W):
@@ -96,6 +101,9 @@ class FrameViews:
 
     def _shrink(self, what: str, full, w: int, h: int, interpolation: int) -> np.ndarray:
         H, W = self.rgb8.shape[:2]
+        if (what == "linear" and not self.is_linear and interpolation == cv2.INTER_AREA and w <= W and h <= H
+                and kernels.available()):
+            return kernels.linear_area(self.rgb8, w, h)
         halves = interpolation == cv2.INTER_AREA and what != "linear" and H % 2 == 0 and W % 2 == 0
         if halves and what == "grey" and (w, h) == (W // 2, H // 2):
             return cv2.cvtColor(self.resized("rgb8", w, h), cv2.COLOR_RGB2GRAY)

@@ -181,6 +181,12 @@ class BackgroundMaker:
     def transparent(self) -> bool:
         return self.kind == "transparent"
 
+    @property
+    def reads_input(self) -> bool:
+        """Whether the background is made from the input frame (``make``'s ``input_linear``;
+        the other kinds take None there)."""
+        return self.kind in ("source", "source-blur")
+
     def make(self, index: int, input_linear: np.ndarray, matte: np.ndarray, pan: float, exposure: float
              ) -> Optional[np.ndarray]:
         """Background in linear light: scene-linear for ``hdri`` (exposure applied), else the

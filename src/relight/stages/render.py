@@ -45,7 +45,7 @@ import cv2
 import numpy as np
 
 from .. import kernels
-from ..colour import REC709_LUMA, luminance
+from ..colour import REC709_LUMA, luminance, to_linear
 from ..envmap import (COSINE_LOBE, SH_BAND, direction_to_uv, downsample, eval_sh, irradiance_sh, pixel_grid,
                       project_sh, sample, solid_angles, uv_to_direction)
 from ..types import Geometry, Perception, SourceLighting, TargetLighting
@@ -459,7 +459,8 @@ def person_fields(input_linear: np.ndarray, perception: Perception, geometry: Ge
                   target: TargetLighting, specular: float = 1.0, options: Optional[RenderOptions] = None,
                   work_image: Optional[np.ndarray] = None) -> PersonFields:
     """Everything of the render that depends on normals, depth, materials and lights, at the
-    working resolution. ``work_image``: the input already area-averaged to that resolution."""
+    working resolution. ``input_linear``: the frame, float32 linear (or uint8 sRGB);
+    ``work_image``: the input already area-averaged to that resolution, linear."""
     opts = options or RenderOptions()
     H, W = np.shape(input_linear)[:2]
     if geometry.work_normals is not None:
@@ -475,7 +476,7 @@ def person_fields(input_linear: np.ndarray, perception: Perception, geometry: Ge
     if work_image is not None and work_image.shape[:2] == (h, w):
         small = np.asarray(work_image, np.float32)[..., :3]
     else:  # materials and hair sheen only: coarse is fine
-        small = _at(np.asarray(input_linear, np.float32)[..., :3], h, w, cv2.INTER_LINEAR)
+        small = _at(to_linear(np.asarray(input_linear))[..., :3], h, w, cv2.INTER_LINEAR)
     matte = _at(perception.matte, h, w, cv2.INTER_LINEAR)
 
     inv_src, spec_src = source_fields(n, face, source, opts)
