@@ -154,6 +154,61 @@ def test_shading_fields_follow_the_person_steadied_and_pass_a_real_change(step):
     assert np.mean(err_out) < limit * np.mean(err_in)
 
 
+def test_carried_fields_move_with_the_flow_and_count_in_the_next_blend():
+    """FieldSmoother.carry (a frame whose shading is not estimated): the fields are moved along
+    the flow, not blended, and the next blend weighs them as if two frame steps had passed."""
+    frames, _ = _textured_disc_frames(4, step=3.0)
+    o = TemporalOptions()
+    ts, smoother = TemporalStabilizer(o), FieldSmoother(o)
+    h, w = 120, 160
+    xx = np.mgrid[0:h, 0:w][1].astype(np.float32)
+    first = np.ones((h, w, 12), np.float32)
+    first[..., 3] = 1.0 + 0.5 * np.cos((xx - 50) / 15.0)  # a pattern on the disc (centre x = 50 + 3 i)
+    smoother.smooth(first, ts.begin(frames[0], 0.0))
+    carried = smoother.carry(ts.begin(frames[1], 1 / FPS))
+    moved = 1.0 + 0.5 * np.cos((xx - 53) / 15.0)
+    inner = np.abs(xx - 53) < 20
+    inner[:40] = inner[80:] = False
+    assert np.abs(carried[..., 3] - moved)[inner].mean() < 0.02  # followed the disc
+    assert np.abs(carried[..., 3] - first[..., 3])[inner].mean() > 0.05  # (it did move)
+    # a still frame: the next estimate is blended with keep = exp(-2 dt / tau) (times the
+    # agreement term of the log gains), as after two frame steps
+    still = frames[3]
+    ts, smoother = TemporalStabilizer(o), FieldSmoother(o)
+    a = np.ones((h, w, 12), np.float32)
+    smoother.smooth(a, ts.begin(still, 0.0))
+    assert np.array_equal(smoother.carry(ts.begin(still, 1 / FPS)), a)
+    b = a.copy()
+    b[..., 3:6] = 1.1
+    out = smoother.smooth(b, ts.begin(still, 2 / FPS))
+    k = np.exp(-2 / FPS / o.fields_tau) * np.exp(-(np.log(1.1) / o.fields_tol) ** 2)
+    np.testing.assert_allclose(out[..., 3], 1.1 + k * (1.0 - 1.1), atol=1e-4)
+    assert smoother.carry(None) is None
+
+
+def test_shading_is_estimated_on_alternate_frames(clip_a, clip_b):
+    """In a video the shading is estimated on every second frame (by frame number: the same
+    frames in a chunk as in one pass) and carried between; on every frame after a cut's first,
+    never carried past a shot's first frame; on every frame with autorotate."""
+    def refreshes(frames, settings=RelightSettings(hdri="sunset"), t0=0):
+        with Relighter(settings) as r:
+            return [r.analyse(f, time=(t0 + i) / FPS).refresh for i, f in enumerate(frames)]
+
+    assert refreshes(clip_a[:8]) == [True, False] * 4
+    assert refreshes(clip_a[3:9], t0=3) == [True, True, False, True, False, True]  # frames 3..8
+    cut = refreshes(clip_a[:5] + clip_b[5:10])
+    assert cut[5] and cut[6:] == [True, False, True, False]  # the cut's first frame estimates afresh
+    assert all(refreshes(clip_a[:6], RelightSettings(hdri="sunset", autorotate=20.0)))
+    every = refreshes(clip_a[:6], RelightSettings(hdri="sunset"))
+    with Relighter(RelightSettings(hdri="sunset"), temporal=TemporalOptions(shading_every=1)) as r:
+        assert all(r.analyse(f, time=i / FPS).refresh for i, f in enumerate(clip_a[:6]))
+    assert every != [True] * 6
+    # the carried frames are close to estimating every frame
+    alt, _ = _run(clip_a[:16])
+    ref, _ = _run(clip_a[:16], temporal=TemporalOptions(shading_every=1))
+    assert max(_mad(a, b) for a, b in zip(alt, ref)) < 1.0
+
+
 def test_lost_face_is_held_briefly_and_moved_with_the_image():
     frames, _ = _textured_disc_frames(20)
     ts = TemporalStabilizer()
@@ -203,10 +258,12 @@ def test_deterministic(clip_a):
         assert np.array_equal(x, y)
 
 
-def test_chunked_processing_matches_one_pass(clip_a):
+@pytest.mark.parametrize("k", [10, 11])
+def test_chunked_processing_matches_one_pass(clip_a, k):
     """Relighting frames k..N with a fresh Relighter gives the same frames as one pass over 0..N,
-    after a short warm-up."""
-    k, warm = 10, 15  # the smoothing time constants are 0.25 s (face) to 0.6 s (body): 0.5 s of warm-up
+    after a short warm-up (also from an odd frame: the shading is estimated on the same frames,
+    every second one, in both)."""
+    warm = 15  # the smoothing time constants are 0.25 s (face) to 0.6 s (body): 0.5 s of warm-up
     whole, _ = _run(clip_a)
     part, _ = _run(clip_a[k:], t0=k)
     for i in range(k + warm, len(clip_a)):

@@ -28,7 +28,8 @@ from .stages.encode import open_output, plan_output
 from .stages.geometry import GeometryOptions, estimate_geometry, work_shape
 from .stages.lighting import estimate_source_lighting
 from .stages.perception import Perceiver
-from .stages.render import TargetHDRI, apply_fields, eye_boxes, person_fields, upsample_fields
+from .stages.render import (PersonFields, RenderOptions, TargetHDRI, apply_fields, catchlights_on, eye_boxes,
+                             person_fields, upsample_fields)
 from .stages.temporal import FieldSmoother, FrameMotion, TemporalOptions, TemporalStabilizer
 from .threads import BackgroundWriter, InOrder, Prefetch, one_core_per_call
 from .types import FrameViews, Geometry, Perception, SourceLighting
@@ -72,7 +73,8 @@ class Relighter:
     temporal filters), and the per-frame estimates are kept steady over time by
     :class:`~relight.stages.temporal.TemporalStabilizer` (landmark, matte, shading and
     source-lighting smoothing along the optical flow; scene cuts reset it; frames without a person
-    pass through, with the effect fading in and out). ``temporal`` overrides its
+    pass through, with the effect fading in and out; the shading is estimated on every second frame
+    and carried along the flow in between, ``TemporalOptions.shading_every``). ``temporal`` overrides its
     :class:`~relight.stages.temporal.TemporalOptions`, or ``False`` turns it off. With
     ``video=False`` every frame is processed on its own. :meth:`reset` forgets the temporal state
     (call it between unrelated clips). The same frames give the same output on every run.
@@ -109,6 +111,9 @@ class Relighter:
         self._background8: Optional[tuple] = None
         self._frames = 0
         self._last: Optional[tuple] = None  # the previous frame's estimates, reused for a repeated frame
+        # the last estimated (geometry, source) and the frames since (see TemporalOptions.shading_every)
+        self._shading: Optional[tuple] = None
+        self._shading_age = 0
 
     # -- lifecycle
     def close(self) -> None:
@@ -131,6 +136,7 @@ class Relighter:
             self._field_smoother.clear()
         self.perceiver.reset(faces=True)
         self._last = None
+        self._shading = None
 
     def _reset_perception(self) -> None:
         """A new shot: the perceiver forgets its previous matte. (MediaPipe's face tracker needs
@@ -220,9 +226,9 @@ class Relighter:
             motion = ts.begin(rgb8, time, views=views)
             if motion.cut:
                 self._reset_perception()
-                self._last = None
+                self._last = self._shading = None
             t = self.timer.add("temporal", t)
-        weight = 1.0
+        weight, refresh = 1.0, True
         if motion is not None and motion.duplicate and self._last is not None and matte is None:
             # the same frame again: the same estimates (a still image fed as a video stays still)
             perception, geometry, source, work, weight = self._last
@@ -243,21 +249,48 @@ class Relighter:
                 ww, wh = _work_size(h, w)
                 work = _Work(image=views.resized("linear", ww, wh), matte=_shrink(perception.matte, wh, ww))
                 t = self.timer.add("shrink", t)
-                geometry = estimate_geometry(perception, h, w, work_matte=work.matte)
+                if self._carries_shading(motion, time):
+                    geometry = ts.carry_geometry(self._shading[0])
+                if geometry is not None:
+                    # between estimates: the last shading, moved along the flow
+                    source, refresh = self._shading[1], False
+                    self._shading_age += 1
+                    t = self.timer.add("geometry", t)
+                else:
+                    geometry = estimate_geometry(perception, h, w, work_matte=work.matte)
+                    if ts is not None:
+                        geometry = ts.geometry(geometry)
+                    t = self.timer.add("geometry", t)
+                    source = estimate_source_lighting(work.image, perception, geometry, work_image=work.image,
+                                                      work_matte=work.matte)
+                    if ts is not None:
+                        source = ts.source(source)
+                    self._shading, self._shading_age = (geometry, source), 0
+                    self.timer.add("lighting", t)
+            else:
+                self._shading = None
                 if ts is not None:
-                    geometry = ts.geometry(geometry)
-                t = self.timer.add("geometry", t)
-                source = estimate_source_lighting(work.image, perception, geometry, work_image=work.image,
-                                                  work_matte=work.matte)
-                if ts is not None:
-                    source = ts.source(source)
-                self.timer.add("lighting", t)
-            elif ts is not None:
-                ts.skip()
+                    ts.skip()
             self._last = (perception, geometry, source, work, weight)
         return FramePlan(index=index, time=float(time), views=views, perception=perception, geometry=geometry,
                          source=source, work=work, weight=weight, motion=motion, scene_linear=scene_linear,
-                         encode8=encode8)
+                         encode8=encode8, refresh=refresh)
+
+    def _carries_shading(self, motion: Optional[FrameMotion], time: float) -> bool:
+        """Whether this frame takes the last estimated shading, carried along the flow, instead
+        of estimating it (``TemporalOptions.shading_every`` = n): the shading is estimated on the
+        frames whose number (presentation time / frame step) is a multiple of n, so a video
+        processed in chunks estimates it on the same frames as one pass, and never carried for
+        n frames in a row; always on a shot's first frame, and on every frame with
+        ``--autorotate`` (the lighting moves every frame) or without a flow to carry it along."""
+        ts = self.temporal
+        if ts is None or self._shading is None or motion is None or motion.first or motion.flow is None \
+                or self.settings.autorotate != 0 or ts.options.fields_tau <= 0:
+            return False
+        every = max(1, int(ts.options.shading_every))
+        if every == 1 or self._shading_age + 1 >= every:
+            return False
+        return motion.dt <= 0 or int(round(float(time) / motion.dt)) % every != 0
 
     def render(self, plan: "FramePlan") -> composite_stage.Composite:
         """The second half of :meth:`process_composite`: the relit person (its shading fields,
@@ -288,10 +321,17 @@ class Relighter:
                                                      composite_stage.edge_sigma(h, w) * work.image.shape[1] / float(w))
             t = self.timer.add("edges", t)
         target = self.target_hdri.target(pan)
-        pf = person_fields(plan.pixels, perception, geometry, plan.source, target, specular=s.specular,
-                           work_image=work.image)
-        if self._field_smoother is not None:
-            pf.fields = self._field_smoother.smooth(pf.fields, plan.motion)
+        carried = None
+        if not plan.refresh and self._field_smoother is not None:
+            carried = self._field_smoother.carry(plan.motion)
+        if carried is not None:  # the last fields, moved along the flow (see analyse)
+            pf = PersonFields(fields=carried, size=(h, w), albedo_max=float(RenderOptions().albedo_max),
+                              catchlights=catchlights_on(perception, target, s.specular))
+        else:
+            pf = person_fields(plan.pixels, perception, geometry, plan.source, target, specular=s.specular,
+                               work_image=work.image)
+            if self._field_smoother is not None:
+                pf.fields = self._field_smoother.smooth(pf.fields, plan.motion)
         gain = float(self.exposure * s.fg_gain)
         if plan.encode8 and not plan.scene_linear and kernels.available():
             t = self.timer.add("render", t)
@@ -390,6 +430,7 @@ class FramePlan:
     motion: Optional[FrameMotion]  # None for single images or with the temporal stage off
     scene_linear: bool
     encode8: bool
+    refresh: bool = True  # the shading was estimated on this frame (False: carried; see Relighter.analyse)
 
     @property
     def pixels(self) -> np.ndarray:

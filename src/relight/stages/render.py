@@ -499,8 +499,15 @@ def person_fields(input_linear: np.ndarray, perception: Perception, geometry: Ge
     zero = np.zeros((h, w, 3), np.float32)
     fields = np.concatenate([inv_src, diffuse, zero if spec is None else spec, zero if spec_src is None else spec_src],
                             axis=-1).astype(np.float32)
-    catch = bool(opts.catchlights and specular > 0 and perception.face_landmarks and target.lights)
-    return PersonFields(fields=fields, size=(H, W), albedo_max=float(opts.albedo_max), catchlights=catch)
+    return PersonFields(fields=fields, size=(H, W), albedo_max=float(opts.albedo_max),
+                        catchlights=catchlights_on(perception, target, specular, opts))
+
+
+def catchlights_on(perception: Perception, target: TargetLighting, specular: float = 1.0,
+                   options: Optional[RenderOptions] = None) -> bool:
+    """Whether the eyes get the HDRI's catchlights (see :func:`eye_boxes`)."""
+    opts = options or RenderOptions()
+    return bool(opts.catchlights and specular > 0 and perception.face_landmarks and target.lights)
 
 
 def upsample_fields(fields: np.ndarray, H: int, W: int, box: Optional[Tuple[int, int, int, int]] = None) -> np.ndarray:

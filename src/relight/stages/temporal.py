@@ -30,6 +30,13 @@ them and keeps one shot's state (see :class:`TemporalStabilizer`):
   ``fields_tol`` on the log gain), which also steadies what the normals do not decide: the
   materials, the hair sheen, the cast shadows and the source fit's spatial shape. That state
   belongs to the render (:class:`FieldSmoother`), which may run a frame behind in its own thread.
+* **shading on alternate frames**: the shading (the geometry, the source fit and the render's
+  fields) is estimated on every ``shading_every``-th frame of a shot only; in between, the
+  carried normals, depth and fields are moved along the flow without a blend
+  (:meth:`TemporalStabilizer.carry_geometry`, :meth:`FieldSmoother.carry`), and the next blend
+  counts the time they were carried, so the time constants stay the same. The caller decides
+  (:meth:`relight.pipeline.Relighter.analyse`: not with ``--autorotate``, where the lighting moves
+  every frame).
 * **source lighting**: the fitted SH irradiance and its albedo scale averaged over a sliding
   time window (triangular weights, ``source_window`` seconds; the scale geometrically), so the
   exposure of the de-lit person does not pump (a finite window: its state is the same in a
@@ -89,6 +96,8 @@ class TemporalOptions:
     fields_tau: float = 0.6  # seconds: the same for the render's shading fields (the gain the person is multiplied
     fields_tol: float = 0.4  # by), scaled down where the new gain differs from the warped one by much more than this
     # (natural log: 0.4 ~ 50%)
+    shading_every: int = 2  # the shading (geometry, source fit, shading fields) is estimated on every n-th frame of
+    # a shot and carried along the flow in between (1: every frame; see Relighter); the matte is made every frame
     # source lighting: sliding window
     source_window: float = 0.6  # seconds
     # presence of a person (matte coverage of the frame, with hysteresis) and the fade of the effect
@@ -170,7 +179,8 @@ class FrameMotion:
 class TemporalStabilizer:
     """The temporal state of one video (see the module docstring). Call, per frame, in order:
     :meth:`begin` (motion, cuts), then :meth:`faces`, :meth:`matte`, :meth:`presence`,
-    :meth:`geometry`, :meth:`source` on that frame's estimates (each optional)."""
+    :meth:`geometry`, :meth:`source` on that frame's estimates (each optional), or
+    :meth:`carry_geometry` on a frame whose shading is not estimated."""
 
     def __init__(self, options: Optional[TemporalOptions] = None):
         self.options = options or TemporalOptions()
@@ -198,6 +208,7 @@ class TemporalStabilizer:
         self._matte_small: Optional[np.ndarray] = None
         self._normals: Optional[np.ndarray] = None
         self._depth: Optional[np.ndarray] = None
+        self._normals_carried = 0.0  # seconds the normals were carried (warped, not blended) since the last blend
         self._sources: Deque[Tuple[float, np.ndarray, float]] = deque()
         self._time = 0.0  # shot time: sum of the frame steps since the reset
         self._shot_frames = 0
@@ -280,6 +291,28 @@ class TemporalStabilizer:
         so they are not blended into a later frame they no longer belong to (the render's
         :class:`FieldSmoother` is told the same by :meth:`FieldSmoother.clear`)."""
         self._normals = self._depth = None
+        self._normals_carried = 0.0
+
+    def carry_geometry(self, geometry: Geometry) -> Optional[Geometry]:
+        """A frame whose shading is not estimated (``shading_every``): the carried normals and
+        depth are moved along this frame's flow (no blend; the next blend accounts for the time
+        they were carried) and returned in ``geometry`` (the last estimated one). None when there
+        is nothing to carry (the caller then estimates the shading)."""
+        m = self.motion
+        n = self._normals
+        if m is None or m.flow is None or m.first or n is None or geometry.work_normals is None \
+                or geometry.work_normals.shape != n.shape:
+            return None
+        h, w = n.shape[:2]
+        flow = _resize_flow(m.flow, h, w)
+        warped = _warp(n, flow)
+        warped /= np.maximum(length(warped), 1e-6)[..., None]
+        self._normals = warped
+        changes = {"work_normals": warped}
+        if self._depth is not None:
+            self._depth = changes["work_depth"] = _warp(self._depth, flow)
+        self._normals_carried += m.dt
+        return replace(geometry, normals=None, size=geometry.frame_size(), **changes)
 
     # ------------------------------------------------------------------ landmarks
     def faces(self, faces: List[np.ndarray], image_hw: Tuple[int, int]) -> List[np.ndarray]:
@@ -410,13 +443,16 @@ class TemporalStabilizer:
         prev, prev_depth = self._normals, self._depth
         if m is None or m.flow is None or prev is None or prev.shape != n.shape:
             self._normals, self._depth = n.copy(), None if depth is None else depth.copy()
+            self._normals_carried = 0.0
             if o.normals_prefilter <= 0:
                 return geometry
             return replace(geometry, normals=None, work_normals=self._normals, size=geometry.frame_size())
         flow = _resize_flow(m.flow, h, w)
         conf = _resize_to(m.confidence, (h, w))
-        keep = np.float32(_keep(o.normals_tau, m.dt))
-        keep_face = np.float32(_keep(o.face_normals_tau, m.dt))
+        dt = m.dt + self._normals_carried  # (the time since the last blend)
+        self._normals_carried = 0.0
+        keep = np.float32(_keep(o.normals_tau, dt))
+        keep_face = np.float32(_keep(o.face_normals_tau, dt))
         if keep_face != keep:
             face = geometry.face_at_work().astype(np.float32, copy=False)
             keep = keep + (keep_face - keep) * face
@@ -480,10 +516,22 @@ class FieldSmoother:
     def __init__(self, options: Optional[TemporalOptions] = None):
         self.options = options or TemporalOptions()
         self._fields: Optional[np.ndarray] = None
+        self._carried = 0.0  # seconds the fields were carried (warped, not blended) since the last blend
 
     def clear(self) -> None:
         """A frame without shading fields (no person): nothing is carried past it."""
         self._fields = None
+
+    def carry(self, motion: Optional[FrameMotion]) -> Optional[np.ndarray]:
+        """A frame whose fields are not estimated (``shading_every``): the carried fields moved
+        along its flow, or None when there is nothing to carry (the caller then estimates them)."""
+        m, prev = motion, self._fields
+        if self.options.fields_tau <= 0 or m is None or m.flow is None or m.first or prev is None:
+            return None
+        h, w = prev.shape[:2]
+        self._fields = _warp(prev, _resize_flow(m.flow, h, w))
+        self._carried += m.dt
+        return self._fields
 
     def smooth(self, fields: np.ndarray, motion: Optional[FrameMotion]) -> np.ndarray:
         """This frame's (h, w, C) fields, blended with the carried ones along ``motion``'s flow
@@ -491,6 +539,7 @@ class FieldSmoother:
         one without a flow, starts afresh."""
         o, m = self.options, motion
         prev = self._fields
+        carried, self._carried = self._carried, 0.0
         if o.fields_tau <= 0 or m is None or m.flow is None or m.first or prev is None \
                 or prev.shape != fields.shape:
             self._fields = fields
@@ -505,7 +554,7 @@ class FieldSmoother:
                                      np.float32(1e-4)))
 
         d = log_gain(warped) - log_gain(fields)
-        k = np.float32(_keep(o.fields_tau, m.dt)) * conf * np.exp(-np.square(d * np.float32(1.0 / o.fields_tol)))
+        k = np.float32(_keep(o.fields_tau, m.dt + carried)) * conf * np.exp(-np.square(d * np.float32(1.0 / o.fields_tol)))
         out = (fields + k[..., None] * (warped - fields)).astype(np.float32)
         self._fields = out
         return out
