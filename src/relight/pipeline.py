@@ -509,18 +509,20 @@ def relight_file(input_path: str, output_path: str, settings: RelightSettings = 
         if bg_path:
             open_background_media(bg_path, info.width, info.height).close()
         relighter = stack.enter_context(Relighter(settings, video=info.is_video, use_segmentation=matte is None))
+        # the stages' threads fill the cores: on small frames each library call is faster on
+        # its caller's core than split over cores another stage holds (threads.one_core_per_call),
+        # and so is the encoder
+        one_core = info.is_video and info.width * info.height <= ONE_CORE_PER_CALL_MAX_PIXELS
         source = stack.enter_context(open_input(input_path))
         sink = stack.enter_context(open_output(spec, info, codec=codec, crf=crf, preset=preset,
-                                               audio_from=input_path if info.is_video else None))
+                                               audio_from=input_path if info.is_video else None,
+                                               threads=1 if one_core else 0))
         # decode ahead and encode behind in their own threads (they release the GIL): the run
         # takes about as long as the processing instead of processing + decode + encode
         # (the decode thread also makes each frame's reduced copies and runs the
         # perception models on it: Relighter.prepare).
         # Frames in flight each hold ~40 bytes a pixel: above 4 Mpx (4K) fewer wait in the queues
         ahead = 2 if info.width * info.height <= 4_000_000 else 1
-        # the stages' threads fill the cores: on small frames each library call is faster on
-        # its caller's core than split over cores another stage holds (threads.one_core_per_call)
-        one_core = info.is_video and info.width * info.height <= ONE_CORE_PER_CALL_MAX_PIXELS
         if one_core:
             stack.enter_context(one_core_per_call())
         frames_in = stack.enter_context(Prefetch(

@@ -674,9 +674,10 @@ class VideoSink(_Sink):
     """A video file encoded with PyAV: the input's size, frame times, duration and audio."""
 
     def __init__(self, spec: OutputSpec, info: MediaInfo, codec: Optional[str], crf: int, preset: str,
-                 audio_from: Optional[str]):
+                 audio_from: Optional[str], threads: int = 0):
         super().__init__(spec, info)
         self._fps = info.fps
+        self._threads = int(threads)
         self._tmp = _reserve_temp_file(spec.path)
         self._container = None
         self._audio: Optional[_AudioTrack] = None
@@ -740,7 +741,7 @@ class VideoSink(_Sink):
         ctx = stream.codec_context
         ctx.time_base = tb
         stream.time_base = tb
-        ctx.thread_count = 0  # auto
+        ctx.thread_count = max(0, self._threads)  # 0: the encoder's own choice
         ctx.color_range = 1  # limited ("tv")
         ctx.colorspace = 1  # BT.709
         ctx.color_primaries = 1
@@ -877,7 +878,7 @@ class VideoSink(_Sink):
 
 
 def open_output(spec: OutputSpec, info: MediaInfo, *, codec: Optional[str] = None, crf: int = 18,
-                preset: str = "veryfast", audio_from: Optional[str] = None):
+                preset: str = "veryfast", audio_from: Optional[str] = None, threads: int = 0):
     """Open a sink for ``spec`` (from :func:`plan_output`). Use it as a context manager::
 
         with open_output(spec, info, audio_from=info.path) as sink:
@@ -889,9 +890,11 @@ def open_output(spec: OutputSpec, info: MediaInfo, *, codec: Optional[str] = Non
     is straight (un-premultiplied) and used only when ``spec.alpha``; EXR stores it
     premultiplied, as that format expects. ``time`` is the frame's presentation time in
     seconds (video only; default index / fps). The file appears at ``spec.path`` only when
-    the ``with`` block ends without an exception."""
+    the ``with`` block ends without an exception. ``threads``: the video encoder's threads (0:
+    its own choice; 1 where the caller's other threads already keep every core busy: x264's
+    frame threads then only add work, about 10% of its CPU time at 720p)."""
     if spec.kind == "video":
-        return VideoSink(spec, info, codec, crf, preset, audio_from)
+        return VideoSink(spec, info, codec, crf, preset, audio_from, threads)
     if spec.kind == "sequence":
         return SequenceSink(spec, info)
     return ImageSink(spec, info)
