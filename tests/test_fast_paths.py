@@ -129,6 +129,34 @@ def test_video_frames_make_no_full_size_linear_copy(portrait_rgb):
         assert views._linear is None
 
 
+def test_parallel_kernels_launched_from_two_threads_at_once():
+    """The pipeline launches parallel kernels from its analysis and render threads at the same
+    time (serialised only under numba's workqueue layer, which cannot take it): the results are
+    those of one thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(9)
+    H, W = 90, 130
+    lin = rng.random((H, W, 3), dtype=np.float32)
+    matte = rng.random((H, W), dtype=np.float32)
+    fields = rng.random((9, 13, 12), dtype=np.float32)
+    small = rng.random((9, 13), dtype=np.float32) - 0.5
+    kw = dict(gain=1.1, amax=0.9, strength=1.0, knee=TONE_KNEE, lut=LINEAR_TO_SRGB8_LUT)
+    ref_f = kernels.fused_composite8(lin, lin, fields, matte, 1.0, np.full(3, 0.2, np.float32), **kw)
+    ref_a = kernels.add_upsampled(matte, small)
+
+    def fused(_):
+        return kernels.fused_composite8(lin, lin, fields, matte, 1.0, np.full(3, 0.2, np.float32), **kw)
+
+    def added(_):
+        return kernels.add_upsampled(matte, small)
+
+    with ThreadPoolExecutor(2) as pool:
+        outs = list(pool.map(lambda i: (fused if i % 2 else added)(i), range(40)))
+    for i, out in enumerate(outs):
+        assert np.array_equal(out, ref_f if i % 2 else ref_a)
+
+
 def test_prefetch_passes_items_and_errors_in_order():
     assert list(Prefetch(range(50), depth=2)) == list(range(50))
 
