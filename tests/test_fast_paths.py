@@ -140,6 +140,16 @@ def test_frame_views_big_linear_reductions_come_from_the_half_size_copy(portrait
                                atol=1e-6)
 
 
+@pytest.mark.parametrize("size,shrunk", [((1080, 1920), (144, 256)), ((233, 301), (57, 74))])
+def test_area_shrink_is_opencvs_area_average(size, shrunk):
+    """The matte's shrink to the working resolution at a fractional factor (1080p: 7.5x)."""
+    rng = np.random.default_rng(13)
+    plane = np.clip(cv2.GaussianBlur(rng.random(size, dtype=np.float32), (0, 0), 2) * 3 - 1, 0, 1)
+    h, w = shrunk
+    got = kernels.area_shrink(plane, w, h)
+    np.testing.assert_allclose(got, cv2.resize(plane, (w, h), interpolation=cv2.INTER_AREA), atol=1e-6)
+
+
 def test_video_frames_make_no_full_size_linear_copy(portrait_rgb):
     """With an HDRI background the pipeline reads an 8-bit frame's pixels as they are: its
     full-size float copy (12 bytes a pixel) is never made."""

@@ -14,7 +14,9 @@ check that the two agree to 1/255.
 
 Two more full-resolution passes: the matte's guided filter (:func:`guided_apply`) and the
 temporal stage's correction of it (:func:`add_upsampled`); :func:`encode8` encodes a static
-background once for the fused kernel.
+background once for the fused kernel. Two area averages read a whole frame too: an 8-bit frame's
+linear working copy (:func:`linear_area`, linearised as it is read) and the matte's, at a
+fractional factor (:func:`area_shrink`; OpenCV is faster at an integer one).
 
 Five small loops of the working-resolution stages are compiled here too, because done in
 numpy/OpenCV calls they cost more in per-call overhead than in arithmetic: the red-black
@@ -672,6 +674,40 @@ if numba is not None:
             for j in range(w):
                 for c in range(3):
                     out[i, j, c] = acc[j, c]
+
+
+def area_shrink(plane: np.ndarray, w: int, h: int) -> np.ndarray:
+    """(H, W) float32 -> (h, w) float32 area average: ``cv2.resize(plane, (w, h),
+    interpolation=INTER_AREA)`` (to float rounding) in one serial pass. OpenCV's own is faster
+    at an integer factor and slower at a fractional one (a 1080p matte to 256 px, 7.5x: 3.6 ms
+    against 2.7). Shrinks only."""
+    H, W = plane.shape
+    ys, yn, yw = area_table(h, H)
+    xs, xn, xw = area_table(w, W)
+    out = np.empty((h, w), np.float32)
+    _area_plane(_contig(plane), ys, yn, yw, xs, xn, xw, out)
+    return out
+
+
+if numba is not None:
+
+    @njit(cache=True, fastmath=True, nogil=True)
+    def _area_plane(src, ys, yn, yw, xs, xn, xw, out):
+        h, w = out.shape
+        acc = np.empty(w, np.float32)
+        for i in range(h):
+            acc[:] = 0.0
+            for k in range(yn[i]):
+                sy = ys[i] + k
+                wy = yw[i, k]
+                for j in range(w):
+                    s0 = xs[j]
+                    r = np.float32(0.0)
+                    for m in range(xn[j]):
+                        r += xw[j, m] * src[sy, s0 + m]
+                    acc[j] += wy * r
+            for j in range(w):
+                out[i, j] = acc[j]
 
 
 def encode8(image: np.ndarray, lut: np.ndarray) -> np.ndarray:

@@ -463,8 +463,11 @@ def _work_size(h: int, w: int) -> Tuple[int, int]:
 def _shrink(x: np.ndarray, h: int, w: int) -> np.ndarray:
     """Area-average an image or matte to (h, w)."""
     x = np.asarray(x, np.float32)
-    if x.shape[:2] == (h, w):
+    H, W = x.shape[:2]
+    if (H, W) == (h, w):
         return x
+    if x.ndim == 2 and (H % h or W % w) and h <= H and w <= W and kernels.available():
+        return kernels.area_shrink(x, w, h)  # (the same values; OpenCV is slow at a fractional factor)
     return cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA)
 
 
