@@ -691,6 +691,8 @@ def area_shrink(plane: np.ndarray, w: int, h: int) -> np.ndarray:
 
 if numba is not None:
 
+    # (the loop of _linear_area for one float channel; a generic form of the two, with the
+    # channel count and the lookup as parameters, was 25-60% slower)
     @njit(cache=True, fastmath=True, nogil=True)
     def _area_plane(src, ys, yn, yw, xs, xn, xw, out):
         h, w = out.shape
