@@ -106,17 +106,16 @@ class FrameViews:
 
     def _shrink(self, what: str, full, w: int, h: int, interpolation: int) -> np.ndarray:
         H, W = self.rgb8.shape[:2]
+        halves = interpolation == cv2.INTER_AREA and H % 2 == 0 and W % 2 == 0
+        from_half = halves and W >= 3 * w and H >= 3 * h  # (made from the half-size 8-bit copy)
         if (what == "linear" and not self.is_linear and interpolation == cv2.INTER_AREA and w <= W and h <= H
                 and kernels.available()):
-            src = self.rgb8
-            if H % 2 == 0 and W % 2 == 0 and W >= 3 * w and H >= 3 * h:
-                src = self.resized("rgb8", W // 2, H // 2)
-            return kernels.linear_area(src, w, h)
-        halves = interpolation == cv2.INTER_AREA and what != "linear" and H % 2 == 0 and W % 2 == 0
-        if halves and what == "grey" and (w, h) == (W // 2, H // 2):
-            return cv2.cvtColor(self.resized("rgb8", w, h), cv2.COLOR_RGB2GRAY)
-        if halves and W >= 3 * w and H >= 3 * h:
-            return cv2.resize(self.resized(what, W // 2, H // 2), (w, h), interpolation=interpolation)
+            return kernels.linear_area(self.resized("rgb8", W // 2, H // 2) if from_half else self.rgb8, w, h)
+        if what != "linear":
+            if halves and what == "grey" and (w, h) == (W // 2, H // 2):
+                return cv2.cvtColor(self.resized("rgb8", w, h), cv2.COLOR_RGB2GRAY)
+            if from_half:
+                return cv2.resize(self.resized(what, W // 2, H // 2), (w, h), interpolation=interpolation)
         return cv2.resize(full(), (w, h), interpolation=interpolation)
 
 
