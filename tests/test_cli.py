@@ -291,6 +291,28 @@ def test_python_api_frames_and_file(tmp_path, portrait_rgb, demo_clip):
     assert summary["frames"] == 30 and os.path.exists(tmp_path / "o.mkv")
 
 
+def test_blas_one_thread_during_a_run(tmp_path, demo_clip):
+    """numpy imported before relight (so OPENBLAS_NUM_THREADS is not set in time) would leave
+    OpenBLAS' spinning worker threads on: relight_file holds BLAS to one thread while it runs,
+    and restores the user's setting after."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from relight import RelightSettings, relight_file
+
+    def blas_threads():
+        return [d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"]
+
+    if not blas_threads():
+        pytest.skip("no BLAS library loaded")
+    seen = []
+    with threadpool_limits(limits=2, user_api="blas"):
+        relight_file(demo_clip, str(tmp_path / "o.mp4"), RelightSettings(hdri="studio"), show_progress=False,
+                     on_frame=lambda n: seen.append(max(blas_threads())))
+        after = max(blas_threads())
+    assert seen and set(seen) == {1}
+    assert after == 2
+
+
 def test_help_lists_every_option_with_default_and_range(capsys):
     assert main(["run", "--help"]) == 0
     text = capsys.readouterr().out

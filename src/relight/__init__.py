@@ -9,7 +9,8 @@ __version__ = "0.1.0"
 
 # OpenBLAS' worker threads busy-wait between the small matrix products done here (SH fits of a
 # few thousand samples): on two cores they take CPU from the decode/encode threads and the
-# compiled kernels for nothing. One thread, unless the user asked otherwise (before numpy loads).
+# compiled kernels for nothing. One thread, unless the user asked otherwise (before numpy loads;
+# relight_file also holds it to one thread at run time: threads.blas_one_thread).
 _os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 __all__ = ["RelightSettings", "Relighter", "relight_file", "__version__"]

@@ -13,6 +13,11 @@ its work over the cores (OpenCV's, or a numba kernel's) then waits for the part 
 the core another stage holds. :func:`one_core_per_call` runs each call on its caller's core;
 on small frames (720p: about 5% faster here), where the calls are short, that wins; on large
 ones (4K: about 8% slower) the split still pays.
+
+The BLAS library under numpy (OpenBLAS) is held to one thread for a whole run
+(:func:`blas_one_thread`): its calls here are all small (3x3 to 13-channel products at the
+working resolution), and its idle worker threads spin (sched_yield) for a while after every
+call, taking a core from the stages' threads.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from time import perf_counter
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
 import cv2
+from threadpoolctl import threadpool_limits
 
 from . import kernels
 
@@ -98,6 +104,18 @@ class Prefetch:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@contextmanager
+def blas_one_thread():
+    """Within the block, the BLAS libraries loaded in the process (numpy's OpenBLAS; a
+    process-wide setting) use one thread; the setting is restored on exit. Every BLAS call
+    the stages make is small, and OpenBLAS's idle threads spin after each one: on a 2-core
+    machine, 300 frames of a 720p clip took 15.2-15.3 s with two threads (6.5 s of system time
+    in their spinning) and 13.0-13.1 s with one. (``import relight`` sets
+    ``OPENBLAS_NUM_THREADS=1`` too, but that only counts where numpy is not loaded yet.)"""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 @contextmanager
