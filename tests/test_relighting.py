@@ -471,6 +471,74 @@ def test_small_face_is_found_around_the_head(astronaut, video, detector):
         assert (p._face_box is not None) == video
 
 
+def _fake_face(cx: float, cy: float, size: float) -> np.ndarray:
+    """(478, 3) normalised landmarks: a disc of points of diameter ``size`` around (cx, cy)."""
+    rng = np.random.default_rng(0)
+    a, r = rng.uniform(0, 2 * np.pi, 478), 0.5 * size * np.sqrt(rng.uniform(0, 1, 478))
+    return np.stack([cx + r * np.cos(a), cy + r * np.sin(a), np.zeros(478)], axis=1).astype(np.float32)
+
+
+class _CountingBackend:
+    """A backend whose person fills the left half of the frame: the whole-frame face mesh finds
+    ``faces`` (normalised to the frame); the one-face tracker finds the face in the middle of
+    the square it is given."""
+
+    def __init__(self, faces):
+        self.faces, self.whole, self.follow = list(faces), 0, 0
+
+    def face_landmarks(self, rgb):
+        self.whole += 1
+        return [f.copy() for f in self.faces]
+
+    def follow_face_landmarks(self, rgb):
+        self.follow += 1
+        return [_fake_face(0.5, 0.5, 0.4)]
+
+    def segment(self, rgb):
+        m = np.zeros(rgb.shape[:2], np.float32)
+        m[:, : rgb.shape[1] // 2] = 1.0
+        return m
+
+    def close(self):
+        pass
+
+
+def test_faces_off_the_person_are_dropped():
+    """A face the face mesh finds where the segmentation sees no person (a pattern in a blurred
+    background) is not a face of the person: it is dropped, the person's face kept."""
+    from relight.stages.perception import Perceiver
+
+    person, background = _fake_face(0.25, 0.4, 0.15), _fake_face(0.75, 0.4, 0.15)
+    frame = np.full((180, 320, 3), 120, np.uint8)
+    with Perceiver(video=False, backend=_CountingBackend([person, background])) as p:
+        faces = p.process(frame).face_landmarks
+    assert len(faces) == 1
+    assert np.allclose(faces[0][:, :2], person[:, :2] * (320, 180), atol=1e-3)
+
+
+def test_a_lone_face_is_followed_and_the_frame_looked_at_every_tenth_frame():
+    """In a video, a face alone in the frame is followed by the one-face tracker (the
+    whole-frame one would run its detector on every frame); the whole frame is looked at again
+    every tenth frame, and when it then shows two faces (a second person came in), both are
+    tracked in the whole frame."""
+    from relight.stages.perception import Perceiver
+
+    backend = _CountingBackend([_fake_face(0.25, 0.4, 0.15)])
+    frame = np.full((180, 320, 3), 120, np.uint8)
+    with Perceiver(video=True, backend=backend) as p:
+        for _ in range(10):
+            assert len(p.process(frame).face_landmarks) == 1
+        assert (backend.whole, backend.follow) == (1, 9)
+        faces = p.process(frame).face_landmarks  # frame 10: the whole frame is looked at
+        assert len(faces) == 1 and (backend.whole, backend.follow) == (2, 10)
+        backend.faces.append(_fake_face(0.4, 0.6, 0.12))  # someone else, on the person's side
+        for _ in range(10):
+            p.process(frame)
+        assert (backend.whole, backend.follow) == (3, 20)  # seen at the next look (frame 20)
+        assert len(p.process(frame).face_landmarks) == 2  # then both, in the whole frame
+        assert (backend.whole, backend.follow) == (4, 20)
+
+
 def test_small_face_search_backs_off_without_a_face():
     """In a video where a person shows no face (seen from behind), the extra search for a small
     face runs every fifth frame, not on every frame (it costs up to two more model runs)."""

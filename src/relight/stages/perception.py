@@ -135,6 +135,7 @@ def refine_matte(guide_rgb: np.ndarray, coarse: np.ndarray, out_hw=None, radius_
 
 
 _SEARCH_EVERY = 5  # video: a small face not found is searched for again every this many frames
+_LOOK_EVERY = 10  # video: while one face is followed, the whole frame is looked at every this many frames
 
 
 def _square(cx: float, cy: float, side: float, H: int, W: int) -> Tuple[int, int, int]:
@@ -162,13 +163,15 @@ def _head_square(coarse: np.ndarray, H: int, W: int) -> Optional[Tuple[int, int,
     return _square(cx * sx, (top + 0.3 * side) * sy, side * sx, H, W)
 
 
-def _follow_face(box: Tuple[int, int, int], landmarks: np.ndarray, H: int, W: int) -> Tuple[int, int, int]:
+def _follow_face(box: Optional[Tuple[int, int, int]], landmarks: np.ndarray, H: int, W: int) -> Tuple[int, int, int]:
     """The square to look for a face in next frame: ``box`` again while the face (normalised
-    landmarks) stays well inside it at about the same size, else one centred on the face, 2.5
-    times its size."""
+    landmarks) stays well inside it at about the same size, else (or without a box) one centred
+    on the face, 2.5 times its size."""
     x, y = landmarks[:, 0] * W, landmarks[:, 1] * H
     size = max(float(np.ptp(x)), float(np.ptp(y)), 1.0)
     want = 2.5 * size
+    if box is None:
+        return _square(float(x.mean()), float(y.mean()), want, H, W)
     x0, y0, side = box
     margin = 0.15 * side
     inside = (x.min() >= x0 + margin and x.max() <= x0 + side - margin and y.min() >= y0 + margin
@@ -293,10 +296,11 @@ class Perceiver:
             backend = MediaPipeBackend(video=self.options.video, max_num_faces=self.options.max_num_faces)
         self.backend = backend
         self._prev_coarse: Optional[np.ndarray] = None
-        # video: the square (x0, y0, side), in frame pixels, where a face too small for the
-        # whole frame was found last; None while faces are looked for in the whole frame
+        # video: the square (x0, y0, side), in frame pixels, where the one face followed was
+        # found last; None while faces are looked for in the whole frame
         self._face_box: Optional[Tuple[int, int, int]] = None
         self._search_wait = 0  # video: frames to go before the next search for a small face
+        self._followed = 0  # video: frames the face has been followed since the whole frame was looked at
 
     # ------------------------------------------------------------------ per frame
     def prepare(self, views: FrameViews, external_matte: bool = False) -> None:
@@ -322,38 +326,80 @@ class Perceiver:
         a face narrower than about a sixth of the frame (a medium shot, a webcam at desk
         distance) is missed there. Then it is looked for again in a square around the face
         that the full-range face detector finds (down to about a twelfth of the frame), or else
-        around the top of the person's matte; in a video it is followed in such a square while
-        it is found there (the square moves only when the face nears its edge or changes size a
-        lot), and when it is lost the whole frame is searched again. (In that mode only the face
-        in the square is found: a second face shows when the first is lost.) A search that finds
-        no face is tried again only every fifth frame of a video."""
+        around the top of the person's matte. A search that finds no face is tried again only
+        every fifth frame of a video.
+
+        In a video, a face that is alone in the frame (or found only in such a square) is then
+        followed in a square around it, by a tracker of its own that looks for one face only
+        (the whole-frame one runs its detector on every frame while it tracks fewer than
+        ``max_num_faces``: ~2 ms a frame); the square moves only when the face nears its edge or
+        changes size a lot. Every tenth frame the whole frame is looked at too: when it shows
+        more than one face, they are all tracked there again. When the followed face is lost,
+        the whole frame is searched again.
+
+        Faces not on the person (less than half of their landmarks on the segmentation's coarse
+        matte) are dropped: the face mesh now and then takes a pattern in a blurred background
+        for a face, and follows it for seconds."""
         return views.derived((self.backend, "face_landmarks"), lambda: self._find_faces(views))
 
     def _find_faces(self, views: FrameViews) -> list:
         H, W = views.rgb8.shape[:2]
+
+        def small():  # the whole frame, reduced for the face mesh (made when first needed)
+            return views.resized("rgb8", *_longest_size(H, W, self.options.face_work_size))
+
         box = self._face_box
         if box is not None:
-            faces = self._faces_in(views, box)
+            faces = self._on_person(views, self._faces_in(views, box))
             if faces:
                 self._face_box = _follow_face(box, faces[0], H, W)
-                return faces
+                self._followed += 1
+                if self._followed < _LOOK_EVERY:
+                    return faces
+                self._followed = 0
+                everyone = self._on_person(views, self.backend.face_landmarks(small()))
+                if len(everyone) < 2:
+                    return faces
+                self._face_box = None  # more than one face: all tracked in the whole frame
+                return everyone
             self._face_box = None
-        small = views.resized("rgb8", *_longest_size(H, W, self.options.face_work_size))
-        faces = list(self.backend.face_landmarks(small))
+        faces = self._on_person(views, self.backend.face_landmarks(small()))
         if faces:
+            if len(faces) == 1:
+                self._follow(_follow_face(None, faces[0], H, W))
             return faces
         if self._search_wait > 0:  # (a person who shows no face is not searched every frame)
             self._search_wait -= 1
             return []
-        for box in self._face_squares(views, small):
-            faces = self._faces_in(views, box)
+        for box in self._face_squares(views, small()):
+            faces = self._on_person(views, self._faces_in(views, box))
             if faces:
-                if self.options.video:
-                    self._face_box = _follow_face(box, faces[0], H, W)
+                self._follow(_follow_face(box, faces[0], H, W))
                 return faces
         if self.options.video:
             self._search_wait = _SEARCH_EVERY - 1
         return []
+
+    def _follow(self, box: Tuple[int, int, int]) -> None:
+        """Video: follow the face found in ``box`` from the next frame on."""
+        if self.options.video:
+            self._face_box, self._followed = box, 0
+
+    def _on_person(self, views: FrameViews, faces) -> list:
+        """The faces (normalised landmarks) with at least half of their landmarks on the
+        segmentation's coarse matte (all of them without segmentation)."""
+        faces = list(faces)
+        if not faces or not self.options.use_segmentation:
+            return faces
+        coarse = self._coarse_matte(views)
+        h, w = coarse.shape
+        kept = []
+        for lm in faces:
+            x = np.clip((np.asarray(lm[:, 0]) * w).astype(np.int64), 0, w - 1)
+            y = np.clip((np.asarray(lm[:, 1]) * h).astype(np.int64), 0, h - 1)
+            if np.mean(coarse[y, x] > 0.5) >= 0.5:
+                kept.append(lm)
+        return kept
 
     def _face_squares(self, views: FrameViews, small: np.ndarray):
         """Squares (frame pixels) where a face too small for the face mesh's own detector may
@@ -378,8 +424,10 @@ class Perceiver:
         n = min(side, self.options.face_work_size)
         if n != side:
             crop = cv2.resize(crop, (n, n), interpolation=cv2.INTER_AREA)
+        # (in a video, the face in the square is followed: the one-face tracker, if the backend has one)
+        find = getattr(self.backend, "follow_face_landmarks", None) if self.options.video else None
         faces = []
-        for lm in self.backend.face_landmarks(np.ascontiguousarray(crop)):
+        for lm in (find or self.backend.face_landmarks)(np.ascontiguousarray(crop)):
             lm = np.asarray(lm, np.float32)
             out = np.empty_like(lm)
             out[:, 0] = (x0 + lm[:, 0] * side) / W
@@ -467,6 +515,7 @@ class Perceiver:
         if faces:
             self._face_box = None
             self._search_wait = 0
+            self._followed = 0
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
