@@ -246,6 +246,31 @@ def test_guided_matte_kernel_matches_opencv_path(portrait_rgb, monkeypatch):
     assert np.abs(fast - np.clip((plain - 0.05) / 0.85, 0, 1)).max() < 1e-4
 
 
+def test_edge_fields_kernels_match_numpy_path(portrait_rgb, monkeypatch):
+    """The soft edges' colour fields: the compiled element-wise passes give the numpy path's
+    values exactly (the same blurs in between)."""
+    from relight.colour import to_linear
+    from relight.stages import composite as C
+
+    img = cv2.resize(to_linear(portrait_rgb), (160, 90), interpolation=cv2.INTER_AREA)
+    matte = np.zeros((90, 160), np.float32)
+    cv2.circle(matte, (80, 45), 25, 1.0, -1)
+    matte = cv2.GaussianBlur(matte, (0, 0), 4)
+    fast = C.edge_fields(img, matte, 2.5)
+    monkeypatch.setattr(kernels, "available", lambda: False)
+    ref = C.edge_fields(img, matte, 2.5)
+    assert fast.shape == ref.shape == (90, 160, 6) and fast.dtype == np.float32
+    assert np.array_equal(fast, ref)
+    # a real field: over a red person on a blue wall, the wall's colour and the person's all
+    # along the soft edge
+    flat = np.where(matte[..., None] > 0.5, np.float32([0.8, 0.1, 0.1]), np.float32([0.1, 0.2, 0.9]))
+    fields = C.edge_fields(flat.astype(np.float32), matte, 2.5)
+    band = (matte > 0.3) & (matte < 0.7)
+    assert band.sum() > 50
+    assert np.abs(fields[band][:, :3] - [0.1, 0.2, 0.9]).max() < 1e-3
+    assert np.abs(fields[band][:, 3:] - [0.8, 0.1, 0.1]).max() < 1e-3
+
+
 def test_guided_apply_fills_sure_spans_as_its_pixels_would():
     """guided_apply gives spans whose output is surely 0 or 1 at once: the result is still the
     per-pixel formula (bilinear coefficients applied to the guide, clipped, floor and ceiling)."""

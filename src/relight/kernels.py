@@ -732,6 +732,55 @@ if numba is not None:
                     out[y, x, c] = _enc(image[y, x, c], lut)
 
 
+def edge_weighted(image: np.ndarray, matte: np.ndarray, lo: float, hi: float):
+    """The inputs of :func:`relight.stages.composite.edge_fields`' two normalised blurs in one
+    pass: (image x w_bg (h, w, 3), w_bg (h, w), image x w_fg, w_fg), w_bg = matte < ``lo``,
+    w_fg = matte > ``hi`` (0 or 1), all float32."""
+    image, matte = _contig(image), _contig(matte)
+    h, w = matte.shape
+    bg, fg = np.empty((h, w, 3), np.float32), np.empty((h, w, 3), np.float32)
+    wb, wf = np.empty((h, w), np.float32), np.empty((h, w), np.float32)
+    _edge_weighted(image, matte, np.float32(lo), np.float32(hi), bg, wb, fg, wf)
+    return bg, wb, fg, wf
+
+
+def edge_normalised(bg: np.ndarray, wb: np.ndarray, fg: np.ndarray, wf: np.ndarray, floor: float) -> np.ndarray:
+    """The two blurred sums of :func:`edge_weighted` divided by their blurred weights (at least
+    ``floor``), side by side: (h, w, 6) float32, the background's colour then the person's."""
+    h, w = wb.shape
+    out = np.empty((h, w, 6), np.float32)
+    _edge_normalised(_contig(bg), _contig(wb), _contig(fg), _contig(wf), np.float32(floor), out)
+    return out
+
+
+if numba is not None:
+
+    @njit(cache=True, nogil=True)
+    def _edge_weighted(image, matte, lo, hi, bg, wb, fg, wf):
+        h, w = matte.shape
+        for y in range(h):
+            for x in range(w):
+                m = matte[y, x]
+                b = np.float32(1.0) if m < lo else np.float32(0.0)
+                f = np.float32(1.0) if m > hi else np.float32(0.0)
+                wb[y, x] = b
+                wf[y, x] = f
+                for c in range(3):
+                    bg[y, x, c] = image[y, x, c] * b
+                    fg[y, x, c] = image[y, x, c] * f
+
+    @njit(cache=True, nogil=True)
+    def _edge_normalised(bg, wb, fg, wf, floor, out):
+        h, w = wb.shape
+        for y in range(h):
+            for x in range(w):
+                db = max(wb[y, x], floor)
+                df = max(wf[y, x], floor)
+                for c in range(3):
+                    out[y, x, c] = bg[y, x, c] / db
+                    out[y, x, 3 + c] = fg[y, x, c] / df
+
+
 _DUMMY_IMAGE = np.zeros((1, 1, 3), np.float32)
 _DUMMY_IMAGE8 = np.zeros((1, 1, 3), np.uint8)
 _DUMMY_COLOUR = np.zeros(3, np.float32)

@@ -85,7 +85,14 @@ def edge_sigma(height: int, width: int) -> float:
 def edge_fields(image_small: np.ndarray, matte_small: np.ndarray, sigma: float) -> np.ndarray:
     """(h, w, 6) float32 at a small working resolution: the old background's colour near each
     pixel (3), from the confidently-background pixels, and the person's (3), from the
-    confidently-person pixels (normalised blurs of width ``sigma`` working pixels)."""
+    confidently-person pixels (normalised blurs of width ``sigma`` working pixels). With numba,
+    the element-wise steps around the four blurs are two compiled passes (the same values)."""
+    from .. import kernels
+
+    if kernels.available():
+        bg, wb, fg, wf = kernels.edge_weighted(image_small, matte_small, 0.05, 0.95)
+        return kernels.edge_normalised(gaussian_blur(bg, sigma), gaussian_blur(wb, sigma), gaussian_blur(fg, sigma),
+                                       gaussian_blur(wf, sigma), 1e-4)
     return np.concatenate([normalized_blur(image_small, matte_small < 0.05, sigma),
                            normalized_blur(image_small, matte_small > 0.95, sigma)], axis=-1).astype(np.float32)
 
