@@ -212,12 +212,12 @@ if numba is not None:
                     p = _tone((alb * dif + spc) * gain, knee, span)
                     if strength < 1.0:
                         p = strength * p + (1.0 - strength) * _pixel(lin, y, x, c, in_lut)
-                    if bg_mode == 0 or bg_mode == 3:
+                    if a >= 1.0 or bg_mode == 2:
+                        v = p  # (the person covers the pixel: no background to read)
+                    elif bg_mode == 0 or bg_mode == 3:
                         v = a * p + (1.0 - a) * _pixel(bg, y, x, c, in_lut)
-                    elif bg_mode == 1:
-                        v = a * p + (1.0 - a) * bg_colour[c]
                     else:
-                        v = p
+                        v = a * p + (1.0 - a) * bg_colour[c]
                     out[y, x, c] = _enc(v, lut)
 
 
