@@ -209,6 +209,71 @@ def test_shading_is_estimated_on_alternate_frames(clip_a, clip_b):
     assert max(_mad(a, b) for a, b in zip(alt, ref)) < 1.0
 
 
+def test_carried_landmarks_move_with_the_image():
+    """Between the frames the face mesh runs on, the last landmarks are moved along the optical
+    flow, point by point: on a disc moving 3 px a frame, by 3 px."""
+    frames, _ = _textured_disc_frames(3, step=3.0)
+    h, w = frames[0].shape[:2]
+    ts = TemporalStabilizer()
+    ts.begin(frames[0], 0.0)
+    assert ts.carry_landmarks([np.zeros((478, 3), np.float32)]) is None  # (a shot's first frame: no flow)
+    ts.begin(frames[1], 1 / FPS)
+    rng = np.random.default_rng(3)
+    face = np.zeros((478, 3), np.float32)  # points on the disc (centre (53, 60) at frame 1, radius 30)
+    a, r = rng.uniform(0, 2 * np.pi, 478), rng.uniform(0, 20, 478)
+    face[:, 0], face[:, 1], face[:, 2] = (53 + r * np.cos(a)) / w, (60 + r * np.sin(a)) / h, 0.01
+    ts.begin(frames[2], 2 / FPS)
+    moved = ts.carry_landmarks([face])[0]
+    dx, dy = (moved[:, 0] - face[:, 0]) * w, (moved[:, 1] - face[:, 1]) * h
+    assert abs(np.median(dx) - 3.0) < 0.3 and abs(np.median(dy)) < 0.3
+    assert np.percentile(np.abs(dx - 3.0), 90) < 0.75
+    assert np.array_equal(moved[:, 2], face[:, 2])
+
+
+def test_face_mesh_runs_on_the_frames_whose_shading_is_estimated(clip_a, clip_b):
+    """In a video the face mesh runs on the frames whose shading is estimated (every second
+    one, by frame number) and, after a cut, on the new shot's first frame; the frames between
+    take the last landmarks moved along the flow, so every frame has its face. With autorotate
+    (the shading estimated on every frame) it runs on every frame."""
+    from relight.models.mediapipe_backend import MediaPipeBackend
+    from relight.stages.perception import Perceiver
+
+    class Counting(MediaPipeBackend):
+        calls = 0
+
+        def face_landmarks(self, rgb):
+            Counting.calls += 1
+            return super().face_landmarks(rgb)
+
+        def follow_face_landmarks(self, rgb):
+            Counting.calls += 1
+            return super().follow_face_landmarks(rgb)
+
+        def still_face_landmarks(self, rgb):
+            Counting.calls += 1
+            return super().still_face_landmarks(rgb)
+
+    def run(frames, settings=RelightSettings(hdri="sunset"), t0=0):
+        Counting.calls = 0
+        with Perceiver(video=True, backend=Counting(video=True), temporal=0.0) as p, \
+                Relighter(settings, perceiver=p) as r:
+            plans = [r.analyse(f, time=(t0 + i) / FPS) for i, f in enumerate(frames)]
+        return Counting.calls, [len(plan.perception.face_landmarks) for plan in plans], plans
+
+    calls, faces, plans = run(clip_a[:8])
+    assert calls == 4 and faces == [1] * 8
+    # a carried face is where the next estimate puts it (the camera moves slowly)
+    for i in (1, 3, 5):
+        a, b = plans[i].perception.face_landmarks[0], plans[i + 1].perception.face_landmarks[0]
+        assert np.median(np.linalg.norm(a[:, :2] - b[:, :2], axis=1)) < 2.0
+    assert run(clip_a[3:9], t0=3)[0] == 4  # frames 3 (a shot's first), 4, 6, 8
+    # 0, 2, 4; the cut's first frame (5: searched as a still image, by the analysis); 6 (the
+    # old face's square, then the whole frame), 8
+    calls, faces, _ = run(clip_a[:5] + clip_b[5:10])
+    assert calls == 7 and faces == [1] * 10
+    assert run(clip_a[:6], RelightSettings(hdri="sunset", autorotate=20.0))[0] == 6
+
+
 def test_lost_face_is_held_briefly_and_moved_with_the_image():
     frames, _ = _textured_disc_frames(20)
     ts = TemporalStabilizer()
@@ -269,7 +334,9 @@ def test_chunked_processing_matches_one_pass(clip_a, k):
     for i in range(k + warm, len(clip_a)):
         d = np.abs(whole[i].astype(np.int16) - part[i - k].astype(np.int16))
         assert d.mean() < 0.25, (i, d.mean())
-        assert np.percentile(d, 99.9) <= 3, (i, np.percentile(d, 99.9))
+        # (MediaPipe's face tracker carries its own history, from the frames it ran on: it
+        # settles over a second or so, and left up to 4 levels on 0.1% of the pixels here)
+        assert np.percentile(d, 99.9) <= 4, (i, np.percentile(d, 99.9))
 
 
 def test_scene_cut_resets_state(clip_a, clip_b):

@@ -114,6 +114,11 @@ class Relighter:
         # the last estimated (geometry, source) and the frames since (see TemporalOptions.shading_every)
         self._shading: Optional[tuple] = None
         self._shading_age = 0
+        self._faces: Optional[list] = None  # the last analysed frame's faces, as the face mesh gives them
+        # (prepare's own state: it may run ahead, in another thread) the last frame's time, and
+        # whether the face mesh was left out of it
+        self._prepared_time: Optional[float] = None
+        self._face_mesh_skipped = False
 
     # -- lifecycle
     def close(self) -> None:
@@ -137,6 +142,8 @@ class Relighter:
         self.perceiver.reset(faces=True)
         self._last = None
         self._shading = None
+        self._faces = None
+        self._prepared_time, self._face_mesh_skipped = None, False
 
     def _reset_perception(self) -> None:
         """A new shot: the perceiver forgets its previous matte. (MediaPipe's face tracker needs
@@ -180,14 +187,16 @@ class Relighter:
         return self.render(self.analyse(image, time=time, matte=matte, index=index, scene_linear=scene_linear,
                                         encode8=encode8))
 
-    def prepare(self, image: np.ndarray, has_matte: bool = False) -> FrameViews:
+    def prepare(self, image: np.ndarray, has_matte: bool = False, time: Optional[float] = None) -> FrameViews:
         """The frame's :class:`~relight.types.FrameViews`, with what :meth:`analyse` will take
         already made: the reduced copies the perception, temporal and
         working-resolution stages read, and the perception models' outputs
         (:meth:`Perceiver.prepare`). Call it for every frame, in order, from one thread at a time
         (another than :meth:`analyse`'s is fine): the pipeline calls it in the decode thread,
         ahead of :meth:`analyse`, so the models run beside the analysis of the frame before.
-        ``has_matte``: the frame comes with an external matte (no segmentation)."""
+        ``has_matte``: the frame comes with an external matte (no segmentation). ``time``: the
+        frame's presentation time; given, the face mesh is left out of the frames whose
+        shading is carried (:meth:`_runs_face_mesh`)."""
         if image.ndim != 3 or image.shape[2] not in (3, 4):
             raise UsageError(f"expected an (H, W, 3) RGB frame, got shape {image.shape}")
         image = image[..., :3]
@@ -198,10 +207,30 @@ class Relighter:
             views = FrameViews(linear_to_srgb8(lin), linear=lin)
         h, w = image.shape[:2]
         views.resized("linear", *_work_size(h, w))  # (from the 8-bit pixels: no full-size float copy)
-        self.perceiver.prepare(views, external_matte=has_matte)
+        self.perceiver.prepare(views, external_matte=has_matte, faces=self._runs_face_mesh(time))
         if self.temporal is not None:
             self.temporal.prepare(views)
         return views
+
+    def _runs_face_mesh(self, time: Optional[float]) -> bool:
+        """Whether :meth:`prepare` runs the face mesh on the frame at ``time`` (the frames come
+        in order). Not on a frame whose number (time / frame step) is not a multiple of
+        ``TemporalOptions.shading_every`` (the frames whose shading is carried, see
+        :meth:`_carries_shading`; never two frames in a row): :meth:`analyse` moves the last
+        frame's landmarks along the flow instead (their uses between estimates, the matte's head
+        prior and the eyes' catchlights, follow them there), or where it cannot (a shot's first
+        frame) searches the frame as a still image (:meth:`Perceiver.still_faces`). Always run
+        without a time, with ``--autorotate``, or without the temporal stage."""
+        ts, last = self.temporal, self._prepared_time
+        self._prepared_time = time
+        if time is None or last is None or ts is None or self.settings.autorotate != 0 \
+                or ts.options.fields_tau <= 0 or self._face_mesh_skipped:
+            run = True
+        else:
+            every, dt = max(1, int(ts.options.shading_every)), float(time) - float(last)
+            run = every == 1 or dt <= 0 or int(round(float(time) / dt)) % every == 0
+        self._face_mesh_skipped = not run
+        return run
 
     def analyse(self, image: np.ndarray, *, time: float = 0.0, matte: Optional[np.ndarray] = None,
                 index: Optional[int] = None, scene_linear: bool = False, encode8: bool = False,
@@ -214,7 +243,7 @@ class Relighter:
         ``views``: the frame's :meth:`prepare` (made here if not given)."""
         t0 = perf_counter()
         if views is None:
-            views = self.prepare(image, has_matte=matte is not None)
+            views = self.prepare(image, has_matte=matte is not None, time=time)
         t = self.timer.add("decode-convert", t0)
         rgb8 = views.rgb8
         h, w = rgb8.shape[:2]
@@ -226,7 +255,7 @@ class Relighter:
             motion = ts.begin(rgb8, time, views=views)
             if motion.cut:
                 self._reset_perception()
-                self._last = self._shading = None
+                self._last = self._shading = self._faces = None
             t = self.timer.add("temporal", t)
         weight, refresh = 1.0, True
         if motion is not None and motion.duplicate and self._last is not None and matte is None:
@@ -235,7 +264,14 @@ class Relighter:
             if geometry is not None:  # a fade in progress goes on
                 weight = ts.presence(perception.matte)
         else:
+            if ts is not None and self.perceiver.options.use_face_mesh and self.perceiver.faces_found(views) is None:
+                # the face mesh was left out of this frame (see prepare): the last faces moved
+                # along the flow, or (a shot's first frame) a still-image search, which leaves
+                # the trackers, running ahead in prepare's thread, as they are
+                carried = ts.carry_landmarks(self._faces) if self._faces is not None else None
+                self.perceiver.give_faces(views, carried if carried is not None else self.perceiver.still_faces(views))
             perception = self.perceiver.process(rgb8, external_matte=matte, views=views)
+            self._faces = self.perceiver.faces_found(views)
             t = self.timer.add("perception", t)
             if ts is not None:
                 perception.face_landmarks = ts.faces(perception.face_landmarks, (h, w))
@@ -532,7 +568,7 @@ def relight_file(input_path: str, output_path: str, settings: RelightSettings = 
         if one_core:
             stack.enter_context(one_core_per_call())
         frames_in = stack.enter_context(Prefetch(
-            source, depth=ahead, fn=lambda f: (f, relighter.prepare(f.rgb, has_matte=mattes is not None)))) \
+            source, depth=ahead, fn=lambda f: (f, relighter.prepare(f.rgb, has_matte=mattes is not None, time=f.time)))) \
             if info.is_video else ((f, None) for f in source)
         writer = stack.enter_context(BackgroundWriter(sink)) if info.is_video else sink
         progress = Progress(info.frame_count if info.is_video else None, label="relight", enabled=show_progress)

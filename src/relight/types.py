@@ -71,6 +71,10 @@ class FrameViews:
         beyond its copies (a model's output on it, say)."""
         return self._memo(("derived", key), make)
 
+    def has_derived(self, key) -> bool:
+        """Whether :meth:`derived` made ``key`` already."""
+        return ("derived", key) in self._made
+
     def linear(self) -> np.ndarray:
         """(H, W, 3) float32 linear (:func:`relight.colour.to_linear`)."""
         if self._linear is None:

@@ -8,6 +8,8 @@ offering the same small interface:
   image width/height, z in units of the image width (negative towards the camera)
 * optional ``.follow_face_landmarks(rgb)``: the same for the one face in a square around a face
   followed from frame to frame (a tracker of its own that looks for one face only)
+* optional ``.still_face_landmarks(rgb)``: as ``face_landmarks``, as for a still image (no
+  tracking state used or changed)
 * optional ``.face_boxes(rgb) -> list of (4,) float32`` (x, y, width, height normalised), best
   first: a detector that finds smaller faces than the face mesh's own
 * ``.pose_landmarks(rgb) -> (33, 4) float32 or None``: x, y normalised, z, visibility
@@ -89,6 +91,7 @@ class MediaPipeBackend:
         self._segmenter = None
         self._face_mesh = None
         self._follow_mesh = None
+        self._still_mesh = None
         self._face_detector = None
         self._pose = None
         self._lock = threading.Lock()
@@ -126,6 +129,16 @@ class MediaPipeBackend:
                 min_tracking_confidence=self.min_face_tracking_confidence,
             )
         return self._follow_mesh
+
+    def _get_still_mesh(self):
+        if self._still_mesh is None:
+            self._still_mesh = _solutions().face_mesh.FaceMesh(
+                static_image_mode=True,
+                max_num_faces=self.max_num_faces,
+                refine_landmarks=True,
+                min_detection_confidence=self.min_face_detection_confidence,
+            )
+        return self._still_mesh
 
     def _get_face_detector(self):
         if self._face_detector is None:
@@ -172,6 +185,11 @@ class MediaPipeBackend:
         that is followed from frame to frame (a tracker of its own)."""
         return self._landmarks(rgb, self._get_follow_mesh, "follow_mesh")
 
+    def still_face_landmarks(self, rgb: np.ndarray) -> List[np.ndarray]:
+        """As :meth:`face_landmarks`, as for a still image: a face mesh of its own, which keeps
+        no tracking state (a video's trackers are neither used nor changed)."""
+        return self._landmarks(rgb, self._get_still_mesh, "still_mesh")
+
     def _landmarks(self, rgb: np.ndarray, model, name: str) -> List[np.ndarray]:
         rgb = self._check(rgb)
         with self._lock, _native_stderr_silenced(name not in self._started):
@@ -209,7 +227,7 @@ class MediaPipeBackend:
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
-        for name in ("_segmenter", "_face_mesh", "_follow_mesh", "_face_detector", "_pose"):
+        for name in ("_segmenter", "_face_mesh", "_follow_mesh", "_still_mesh", "_face_detector", "_pose"):
             model = getattr(self, name)
             if model is not None:
                 try:

@@ -18,6 +18,7 @@ showing faintly through the person's edge).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -146,6 +147,15 @@ def _square(cx: float, cy: float, side: float, H: int, W: int) -> Tuple[int, int
     return x0, y0, side
 
 
+def _snapped(cx: float, cy: float, side: float) -> Tuple[float, float, float]:
+    """A square's centre and side snapped to a grid (the side to steps of 2^(1/4), the centre
+    to an eighth of it): a face found at about the same place gets the same square, whatever
+    came before (a video processed in chunks follows it in the square of one pass)."""
+    side = float(2.0 ** (round(4.0 * math.log2(max(side, 1.0))) / 4.0))
+    step = side / 8.0
+    return round(cx / step) * step, round(cy / step) * step, side
+
+
 def _head_square(coarse: np.ndarray, H: int, W: int) -> Optional[Tuple[int, int, int]]:
     """A square around the head of the person in a coarse matte (the top of its silhouette,
     about twice the head's width), in frame pixels, or None without a person."""
@@ -166,19 +176,18 @@ def _head_square(coarse: np.ndarray, H: int, W: int) -> Optional[Tuple[int, int,
 def _follow_face(box: Optional[Tuple[int, int, int]], landmarks: np.ndarray, H: int, W: int) -> Tuple[int, int, int]:
     """The square to look for a face in next frame: ``box`` again while the face (normalised
     landmarks) stays well inside it at about the same size, else (or without a box) one centred
-    on the face, 2.5 times its size."""
+    on the face, 2.5 times its size (on a grid: :func:`_snapped`)."""
     x, y = landmarks[:, 0] * W, landmarks[:, 1] * H
     size = max(float(np.ptp(x)), float(np.ptp(y)), 1.0)
     want = 2.5 * size
-    if box is None:
-        return _square(float(x.mean()), float(y.mean()), want, H, W)
-    x0, y0, side = box
-    margin = 0.15 * side
-    inside = (x.min() >= x0 + margin and x.max() <= x0 + side - margin and y.min() >= y0 + margin
-              and y.max() <= y0 + side - margin)
-    if inside and 0.6 <= side / min(want, H, W) <= 1.6:
-        return box
-    return _square(float(x.mean()), float(y.mean()), want, H, W)
+    if box is not None:
+        x0, y0, side = box
+        margin = 0.15 * side
+        inside = (x.min() >= x0 + margin and x.max() <= x0 + side - margin and y.min() >= y0 + margin
+                  and y.max() <= y0 + side - margin)
+        if inside and 0.6 <= side / min(want, H, W) <= 1.6:
+            return box
+    return _square(*_snapped(float(x.mean()), float(y.mean()), want), H, W)
 
 
 def head_box(landmarks: np.ndarray, sx: float, sy: float):
@@ -303,12 +312,14 @@ class Perceiver:
         self._followed = 0  # video: frames the face has been followed since the whole frame was looked at
 
     # ------------------------------------------------------------------ per frame
-    def prepare(self, views: FrameViews, external_matte: bool = False) -> None:
+    def prepare(self, views: FrameViews, external_matte: bool = False, faces: bool = True) -> None:
         """Run ahead, on a frame's reduced copies, what :meth:`process` will take: the models'
         outputs (kept in ``views``). The face tracker follows the frames in the order it is given
-        them: call this (or :meth:`process`) for the frames in order, from one thread at a time."""
+        them: call this (or :meth:`process`) for the frames in order, from one thread at a time.
+        ``faces=False``: not the face mesh (the caller gives the frame's faces with
+        :meth:`give_faces`, or :meth:`process` runs it)."""
         opts = self.options
-        if opts.use_face_mesh:
+        if opts.use_face_mesh and faces:
             self._face_landmarks(views)
         if opts.use_pose:
             self._pose_landmarks(views)
@@ -318,6 +329,27 @@ class Perceiver:
             k, h, w = _guide_shape(H, W, opts.guide_size)
             if k > 1:
                 views.resized("rgb8", w, h)
+
+    def faces_found(self, views: FrameViews) -> Optional[list]:
+        """The faces (normalised landmarks) the face mesh found on this frame, or None where it
+        was not run on it (yet)."""
+        key = (self.backend, "face_landmarks")
+        return views.derived(key, lambda: None) if views.has_derived(key) else None
+
+    def still_faces(self, views: FrameViews) -> list:
+        """The faces (normalised landmarks) on the whole frame, found as in a still image: by
+        a face mesh of their own, without the trackers' state and without changing it (so
+        from any thread, at any time: for a frame the face mesh was left out of where the last
+        faces cannot be carried, a shot's first frame). Small faces are missed."""
+        H, W = views.rgb8.shape[:2]
+        small = views.resized("rgb8", *_longest_size(H, W, self.options.face_work_size))
+        find = getattr(self.backend, "still_face_landmarks", None) or self.backend.face_landmarks
+        return self._on_person(views, find(small))
+
+    def give_faces(self, views: FrameViews, faces: list) -> None:
+        """Take ``faces`` (normalised landmarks, as the face mesh gives them) as this frame's,
+        in place of running the face mesh on it (a frame it was not run on; see :meth:`prepare`)."""
+        views.derived((self.backend, "face_landmarks"), lambda: list(faces))
 
     def _face_landmarks(self, views: FrameViews) -> list:
         """The face mesh's landmarks (coordinates normalised to the frame) on this frame, run once.

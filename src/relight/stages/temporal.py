@@ -359,6 +359,27 @@ class TemporalStabilizer:
         self._tracks = tracks
         return out
 
+    def carry_landmarks(self, faces: List[np.ndarray]) -> Optional[List[np.ndarray]]:
+        """The previous frame's face landmarks (normalised to the frame, as the face mesh gives
+        them) moved along this frame's optical flow, point by point, or None without a flow
+        (the first frame of a shot). The flow maps this frame to the previous one; each point
+        is where the flow takes back to it (two fixed-point steps)."""
+        m = self.motion
+        if m is None or m.flow is None or m.first:
+            return None
+        h, w = m.flow.shape[:2]
+        out = []
+        for lm in faces:
+            lm = np.asarray(lm, np.float32)
+            p = lm[:, :2] * np.float32([w, h]) - np.float32(0.5)  # (flow pixel centres)
+            q = p.copy()
+            for _ in range(2):
+                q = p - _sample(m.flow, q)
+            moved = lm.copy()
+            moved[:, :2] = (q + np.float32(0.5)) / np.float32([w, h])
+            out.append(moved)
+        return out
+
     def _face_shift(self, lm: np.ndarray, image_hw) -> Optional[np.ndarray]:
         """The image motion (pixels, previous -> current) of a face's box: -median flow."""
         m = self.motion
@@ -614,6 +635,20 @@ def _inside(flow: np.ndarray) -> np.ndarray:
     gx, gy = _grid(h, w)
     sx, sy = gx + flow[..., 0], gy + flow[..., 1]
     return ((sx >= 0) & (sy >= 0) & (sx <= w - 1) & (sy <= h - 1)).astype(np.float32)
+
+
+def _sample(field: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """(n, C) bilinear samples of an (h, w, C) field at (n, 2) points (x, y in pixels, pixel
+    centres at integers), the border replicated."""
+    h, w = field.shape[:2]
+    x = np.clip(pts[:, 0], 0, w - 1)
+    y = np.clip(pts[:, 1], 0, h - 1)
+    x0, y0 = np.minimum(x.astype(np.int64), w - 2 if w > 1 else 0), np.minimum(y.astype(np.int64), h - 2 if h > 1 else 0)
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    top = field[y0, x0] * (1 - fx) + field[y0, x1] * fx
+    bottom = field[y1, x0] * (1 - fx) + field[y1, x1] * fx
+    return (top * (1 - fy) + bottom * fy).astype(np.float32)
 
 
 _HIST_SIZE = 64  # longest side of the thumbnail whose colour histogram detects cuts
