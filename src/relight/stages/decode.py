@@ -554,6 +554,9 @@ class VideoSource:
 
     def __iter__(self) -> Iterator[Frame]:
         for index, t, arr in self.frames():
+            # each frame is a fresh array, read-only: later stages may keep it as it is (the
+            # temporal stage holds the last frame without copying it)
+            arr.setflags(write=False)
             yield Frame(rgb=arr, index=index, time=t)
 
     def close(self) -> None:
