@@ -63,6 +63,13 @@ def test_fused_kernel_pieces_against_numpy():
     ref = linear_to_srgb8(a * relit + (1 - a) * bg).astype(int)
     diff = np.abs(out.astype(int) - ref)
     assert diff.max() <= 2 and (diff > 1).mean() < 2e-3
+    # the edge colours may come apart from the fields (no 18-channel copy): the same output
+    apart = kernels.fused_composite8(lin, lin, fields, matte, weight, bg, edges=edges, gain=gain, amax=amax,
+                                     strength=strength, knee=TONE_KNEE, lut=LINEAR_TO_SRGB8_LUT)
+    assert np.array_equal(apart, out)
+    without = kernels.fused_composite8(lin, lin, fields, matte, weight, bg, gain=gain, amax=amax,
+                                       strength=strength, knee=TONE_KNEE, lut=LINEAR_TO_SRGB8_LUT)
+    assert not np.array_equal(without, out)  # (the soft edges are decontaminated only with them)
 
 
 def test_fused_kernel_copies_an_encoded_background():

@@ -148,20 +148,23 @@ if numba is not None:
         return lut[int(v * (lut.shape[0] - 1) + 0.5)]
 
     @njit(cache=True, parallel=True, fastmath=True, nogil=True)
-    def _fused(person_in, lin, fields, y0, y1, fy, x0, x1, fx, matte, weight, bg, bg8, bg_mode, bg_colour,
+    def _fused(person_in, lin, fields, edges, y0, y1, fy, x0, x1, fx, matte, weight, bg, bg8, bg_mode, bg_colour,
                gain, amax, strength, knee, lut, in_lut, edge_lo, edge_fade, edge_hi, out):
         H, W = matte.shape
-        C = fields.shape[2]
-        decont = C >= N_FIELDS + N_EDGE_FIELDS
+        decont = edges.shape[2] >= N_EDGE_FIELDS
         span = 1.0 - knee
         for y in prange(H):
-            # the working-resolution fields interpolated to this row, then along it
-            row = np.empty((fields.shape[1], C), np.float32)
+            # the working-resolution fields (and edge colours) interpolated to this row, then along it
+            row = np.empty((fields.shape[1], N_FIELDS + N_EDGE_FIELDS), np.float32)
             a0, a1, t = y0[y], y1[y], fy[y]
             for j in range(fields.shape[1]):
-                for c in range(C):
+                for c in range(N_FIELDS):
                     v0 = fields[a0, j, c]
                     row[j, c] = v0 + t * (fields[a1, j, c] - v0)
+                if decont:
+                    for c in range(N_EDGE_FIELDS):
+                        v0 = edges[a0, j, c]
+                        row[j, N_FIELDS + c] = v0 + t * (edges[a1, j, c] - v0)
             px = np.empty(3, np.float32)
             for x in range(W):
                 b0, b1, u = x0[x], x1[x], fx[x]
@@ -528,17 +531,18 @@ if numba is not None:
 def fused_composite8(person_in: np.ndarray, lin: np.ndarray, fields: np.ndarray, matte: np.ndarray,
                      weight: float, background, *, gain: float, amax: float, strength: float, knee: float,
                      lut: np.ndarray, transparent: bool = False, edge_band=(0.02, 0.9, 0.98),
-                     background8: Optional[np.ndarray] = None) -> np.ndarray:
+                     background8: Optional[np.ndarray] = None, edges: Optional[np.ndarray] = None) -> np.ndarray:
     """One pass: relit person (fields applied to ``person_in``, times ``gain``), tone curve,
     ``strength`` blend with ``lin``, over ``background`` with alpha ``matte * weight``, 8-bit sRGB.
 
     ``person_in`` and ``lin`` (H, W, 3): float32 linear, or uint8 sRGB (linearised per pixel as
     it is read: an 8-bit frame needs no full-resolution float copy).
     ``fields`` (h, w, 12 or 18): :class:`~relight.stages.render.PersonFields`' 12 channels,
-    optionally followed by :func:`~relight.stages.composite.edge_fields`' 6; with those, the
-    pixels whose matte lies in ``edge_band`` = (lo, fade, hi) are decontaminated first (the old
-    background taken out of soft edges, fully up to ``fade``, less and less above it), as
-    :func:`~relight.stages.composite.decontaminate` does.
+    optionally followed by :func:`~relight.stages.composite.edge_fields`' 6 (or those given
+    apart, as ``edges`` (h, w, 6)); with those, the pixels whose matte lies in ``edge_band`` =
+    (lo, fade, hi) are decontaminated first (the old background taken out of soft edges, fully
+    up to ``fade``, less and less above it), as :func:`~relight.stages.composite.decontaminate`
+    does.
 
     ``background``: (H, W, 3) display-linear image (float32, or uint8 sRGB), a length-3 colour,
     or None with ``transparent`` (then the output is the relit person alone). ``background8``:
@@ -546,6 +550,12 @@ def fused_composite8(person_in: np.ndarray, lin: np.ndarray, fields: np.ndarray,
     itself): its pixels are copied where there is no person. Returns (H, W, 3) uint8."""
     H, W = matte.shape
     h, w = fields.shape[:2]
+    if edges is None and fields.shape[2] >= N_FIELDS + N_EDGE_FIELDS:
+        fields, edges = fields[..., :N_FIELDS], fields[..., N_FIELDS:N_FIELDS + N_EDGE_FIELDS]
+    if fields.shape[2] != N_FIELDS:
+        raise ValueError(f"expected {N_FIELDS} field channels, got {fields.shape[2]}")
+    if edges is not None and edges.shape != (h, w, N_EDGE_FIELDS):
+        raise ValueError(f"expected edge colours of shape {(h, w, N_EDGE_FIELDS)}, got {edges.shape}")
     y0, y1, fy = axis_table(H, h)
     x0, x1, fx = axis_table(W, w)
     bg8 = _DUMMY_IMAGE8
@@ -561,7 +571,8 @@ def fused_composite8(person_in: np.ndarray, lin: np.ndarray, fields: np.ndarray,
             if bg8.shape != bg.shape:
                 raise ValueError(f"background8 has shape {bg8.shape}, the background {bg.shape}")
     out = np.empty((H, W, 3), np.uint8)
-    args = (_image(person_in), _image(lin), _contig(fields), y0, y1, fy, x0, x1, fx, _contig(matte),
+    args = (_image(person_in), _image(lin), _contig(fields), _DUMMY_FIELD if edges is None else _contig(edges),
+            y0, y1, fy, x0, x1, fx, _contig(matte),
             np.float32(weight), bg, bg8, mode, colour, np.float32(gain), np.float32(amax), np.float32(strength),
             np.float32(knee), lut, SRGB8_TO_LINEAR, *(np.float32(e) for e in edge_band), out)
     with _launch():

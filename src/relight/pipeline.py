@@ -404,8 +404,8 @@ class Relighter:
             bg = maker.make_display(index, plan.lin if maker.reads_input else None, alpha, pan, self.exposure)
             bg8 = self._encoded_background(bg)
         transparent = maker.transparent
-        fields = np.concatenate([pf.fields, work.edges], axis=-1)
-        rgb8 = kernels.fused_composite8(pixels, pixels, fields, matte, weight, bg, gain=gain, amax=pf.albedo_max,
+        rgb8 = kernels.fused_composite8(pixels, pixels, pf.fields, matte, weight, bg, edges=work.edges,
+                                        gain=gain, amax=pf.albedo_max,
                                         strength=s.strength, knee=TONE_KNEE, lut=LINEAR_TO_SRGB8_LUT,
                                         transparent=transparent, background8=bg8,
                                         edge_band=(composite_stage.EDGE_LO, composite_stage.EDGE_FADE,
