@@ -105,15 +105,18 @@ class MediaPipeBackend:
             )
         return self._segmenter
 
+    def _new_face_mesh(self, still: bool, max_faces: int):
+        return _solutions().face_mesh.FaceMesh(
+            static_image_mode=still,
+            max_num_faces=max_faces,
+            refine_landmarks=True,
+            min_detection_confidence=self.min_face_detection_confidence,
+            min_tracking_confidence=self.min_face_tracking_confidence,
+        )
+
     def _get_face_mesh(self):
         if self._face_mesh is None:
-            self._face_mesh = _solutions().face_mesh.FaceMesh(
-                static_image_mode=not self.video,
-                max_num_faces=self.max_num_faces,
-                refine_landmarks=True,
-                min_detection_confidence=self.min_face_detection_confidence,
-                min_tracking_confidence=self.min_face_tracking_confidence,
-            )
+            self._face_mesh = self._new_face_mesh(not self.video, self.max_num_faces)
         return self._face_mesh
 
     def _get_follow_mesh(self):
@@ -121,23 +124,13 @@ class MediaPipeBackend:
         # detector again on every frame while it tracks fewer faces than that (~2 ms of the
         # ~5.5 a frame here); this one does only when it loses its face
         if self._follow_mesh is None:
-            self._follow_mesh = _solutions().face_mesh.FaceMesh(
-                static_image_mode=not self.video,
-                max_num_faces=1,
-                refine_landmarks=True,
-                min_detection_confidence=self.min_face_detection_confidence,
-                min_tracking_confidence=self.min_face_tracking_confidence,
-            )
+            self._follow_mesh = self._new_face_mesh(not self.video, 1)
         return self._follow_mesh
 
     def _get_still_mesh(self):
+        # a still-image search that leaves the video trackers' state alone
         if self._still_mesh is None:
-            self._still_mesh = _solutions().face_mesh.FaceMesh(
-                static_image_mode=True,
-                max_num_faces=self.max_num_faces,
-                refine_landmarks=True,
-                min_detection_confidence=self.min_face_detection_confidence,
-            )
+            self._still_mesh = self._new_face_mesh(True, self.max_num_faces)
         return self._still_mesh
 
     def _get_face_detector(self):
