@@ -241,6 +241,10 @@ if numba is not None:
             q += rgb8[y, x, c] * (row[b0, c] + u * (row[b1, c] - row[b0, c]))
         return _cut(q, floor, inv, cut)
 
+    @njit(cache=True, fastmath=True, inline="always")
+    def _reach(coef, i, j):
+        return (abs(coef[i, j, 0]) + abs(coef[i, j, 1]) + abs(coef[i, j, 2])) * np.float32(510.0) + np.float32(1e-6)
+
     @njit(cache=True, parallel=True, fastmath=True, nogil=True)
     def _guided(rgb8, coef, y0, y1, fy, x0, x1, fx, floor, ceiling, out):
         H, W = out.shape
@@ -253,34 +257,55 @@ if numba is not None:
             starts[x0[x]] = x
         for j in range(w - 1, -1, -1):
             starts[j] = min(starts[j], starts[j + 1])
+        # most of a frame is surely matte or surely not (the coefficients flat there, b well
+        # below the floor or above the ceiling): such a span gets 0 or 1 at once, as each of its
+        # pixels would. Each cell of the coefficient grid (rows i, i + 1, columns j, j + 1) is
+        # classed once from its four corners (the bilinear values between lie within their
+        # range): 1 surely 0, 2 surely 1, 0 to be computed. reach: (twice) the most that the
+        # guide moves the output from b.
+        h = coef.shape[0]
+        sure = np.zeros((h, w), np.uint8)
+        if cut:
+            for i in prange(h):
+                i1 = min(i + 1, h - 1)
+                for j in range(w):
+                    j1 = min(j + 1, w - 1)
+                    hi_b = max(max(coef[i, j, 3], coef[i, j1, 3]), max(coef[i1, j, 3], coef[i1, j1, 3]))
+                    lo_b = min(min(coef[i, j, 3], coef[i, j1, 3]), min(coef[i1, j, 3], coef[i1, j1, 3]))
+                    m = max(max(_reach(coef, i, j), _reach(coef, i, j1)), max(_reach(coef, i1, j), _reach(coef, i1, j1)))
+                    if _cut(hi_b + m, floor, inv, cut) <= 0.0:
+                        sure[i, j] = 1
+                    elif _cut(lo_b - m, floor, inv, cut) >= 1.0:
+                        sure[i, j] = 2
         for y in prange(H):
             row = np.empty((w, 4), np.float32)
             a0, a1, t = y0[y], y1[y], fy[y]
-            for j in range(w):
-                for c in range(4):
-                    v0 = coef[a0, j, c]
-                    row[j, c] = v0 + t * (coef[a1, j, c] - v0)
             if not cut:
+                for j in range(w):
+                    for c in range(4):
+                        v0 = coef[a0, j, c]
+                        row[j, c] = v0 + t * (coef[a1, j, c] - v0)
                 for x in range(W):
                     out[y, x] = _guided_pixel(rgb8, row, y, x, x0, x1, fx, floor, inv, cut)
                 continue
-            # most of a frame is surely matte or surely not (the coefficients flat there, b well
-            # below the floor or above the ceiling): such a span gets 0 or 1 at once, as each of
-            # its pixels would. reach: (twice) the most that the guide moves the output from b.
-            reach = np.empty(w, np.float32)
-            for j in range(w):
-                reach[j] = (abs(row[j, 0]) + abs(row[j, 1]) + abs(row[j, 2])) * np.float32(510.0) + np.float32(1e-6)
+            ia = min(a0, a1)  # the cell row between a0 and a1 (the same row at the frame's edges)
+            done = -1  # the last column whose row values are interpolated
             for j in range(w):
                 xa, xb = starts[j], starts[j + 1]
                 if xa >= xb:
                     continue
-                j1 = x1[xb - 1]
-                m = max(reach[j], reach[j1])
-                if _cut(max(row[j, 3], row[j1, 3]) + m, floor, inv, cut) <= 0.0:
+                k = sure[ia, j]
+                if k == 1:
                     out[y, xa:xb] = 0.0
-                elif _cut(min(row[j, 3], row[j1, 3]) - m, floor, inv, cut) >= 1.0:
+                elif k == 2:
                     out[y, xa:xb] = 1.0
                 else:
+                    j1 = x1[xb - 1]
+                    for jj in range(max(j, done + 1), j1 + 1):  # (only the columns the span reads)
+                        for c in range(4):
+                            v0 = coef[a0, jj, c]
+                            row[jj, c] = v0 + t * (coef[a1, jj, c] - v0)
+                    done = max(done, j1)
                     for x in range(xa, xb):
                         out[y, x] = _guided_pixel(rgb8, row, y, x, x0, x1, fx, floor, inv, cut)
 
