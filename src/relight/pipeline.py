@@ -221,16 +221,27 @@ class Relighter:
         prior and the eyes' catchlights, follow them there), or where it cannot (a shot's first
         frame) searches the frame as a still image (:meth:`Perceiver.still_faces`). Always run
         without a time, with ``--autorotate``, or without the temporal stage."""
-        ts, last = self.temporal, self._prepared_time
-        self._prepared_time = time
-        if time is None or last is None or ts is None or self.settings.autorotate != 0 \
-                or ts.options.fields_tau <= 0 or self._face_mesh_skipped:
+        last, self._prepared_time = self._prepared_time, time
+        if time is None or last is None or self._face_mesh_skipped:
             run = True
         else:
-            every, dt = max(1, int(ts.options.shading_every)), float(time) - float(last)
-            run = every == 1 or dt <= 0 or int(round(float(time) / dt)) % every == 0
+            dt = float(time) - float(last)
+            run = dt <= 0 or self._shading_frame(time, dt)
         self._face_mesh_skipped = not run
         return run
+
+    def _shading_frame(self, time: float, dt: float) -> bool:
+        """Whether the frame at ``time`` (frame step ``dt``) is one the shading is estimated on
+        by the rule of ``TemporalOptions.shading_every`` = n: its number (time / frame step) a
+        multiple of n (none without a positive step); every frame with n = 1, with
+        ``--autorotate`` (the lighting moves every frame), or without the temporal stage or its
+        field smoothing. The one rule :meth:`_carries_shading` and :meth:`_runs_face_mesh`
+        follow."""
+        ts = self.temporal
+        if ts is None or self.settings.autorotate != 0 or ts.options.fields_tau <= 0:
+            return True
+        every = max(1, int(ts.options.shading_every))
+        return every == 1 or (dt > 0 and int(round(float(time) / dt)) % every == 0)
 
     def analyse(self, image: np.ndarray, *, time: float = 0.0, matte: Optional[np.ndarray] = None,
                 index: Optional[int] = None, scene_linear: bool = False, encode8: bool = False,
@@ -320,13 +331,11 @@ class Relighter:
         n frames in a row; always on a shot's first frame, and on every frame with
         ``--autorotate`` (the lighting moves every frame) or without a flow to carry it along."""
         ts = self.temporal
-        if ts is None or self._shading is None or motion is None or motion.first or motion.flow is None \
-                or self.settings.autorotate != 0 or ts.options.fields_tau <= 0:
+        if ts is None or self._shading is None or motion is None or motion.first or motion.flow is None:
             return False
-        every = max(1, int(ts.options.shading_every))
-        if every == 1 or self._shading_age + 1 >= every:
+        if self._shading_age + 1 >= max(1, int(ts.options.shading_every)):
             return False
-        return motion.dt <= 0 or int(round(float(time) / motion.dt)) % every != 0
+        return not self._shading_frame(time, motion.dt)
 
     def render(self, plan: "FramePlan") -> composite_stage.Composite:
         """The second half of :meth:`process_composite`: the relit person (its shading fields,
