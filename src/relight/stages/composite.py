@@ -15,7 +15,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from .. import envmap
+from .. import envmap, kernels
 from ..colour import srgb_to_linear, tonemap
 from ..settings import parse_color
 
@@ -87,8 +87,6 @@ def edge_fields(image_small: np.ndarray, matte_small: np.ndarray, sigma: float) 
     pixel (3), from the confidently-background pixels, and the person's (3), from the
     confidently-person pixels (normalised blurs of width ``sigma`` working pixels). With numba,
     the element-wise steps around the four blurs are two compiled passes (the same values)."""
-    from .. import kernels
-
     if kernels.available():
         bg, wb, fg, wf = kernels.edge_weighted(image_small, matte_small, 0.05, 0.95)
         return kernels.edge_normalised(gaussian_blur(bg, sigma), gaussian_blur(wb, sigma), gaussian_blur(fg, sigma),
