@@ -166,6 +166,7 @@ if numba is not None:
                         v0 = edges[a0, j, c]
                         row[j, N_FIELDS + c] = v0 + t * (edges[a1, j, c] - v0)
             px = np.empty(3, np.float32)
+            edge = np.empty(6, np.float32)  # an edge pixel's colour less the old background (3), person colour (3)
             for x in range(W):
                 b0, b1, u = x0[x], x1[x], fx[x]
                 am = matte[y, x]
@@ -191,6 +192,8 @@ if numba is not None:
                         ff = row[b0, 15 + c] + u * (row[b1, 15 + c] - row[b0, 15 + c])
                         ff = max(ff, 1e-6)
                         rest = px[c] - (1.0 - am) * bgc
+                        edge[c] = rest
+                        edge[3 + c] = ff
                         d1 += ff * rest
                         d2 += ff * ff
                     sc = d1 / max(am * d2, 1e-12)
@@ -198,9 +201,8 @@ if numba is not None:
                     we = min(max((am - 0.7) / 0.25, 0.0), 1.0)
                     ds = min(max((edge_hi - am) / max(edge_hi - edge_fade, 1e-6), 0.0), 1.0)
                     for c in range(3):
-                        bgc = row[b0, 12 + c] + u * (row[b1, 12 + c] - row[b0, 12 + c])
-                        ff = max(row[b0, 15 + c] + u * (row[b1, 15 + c] - row[b0, 15 + c]), 1e-6)
-                        rest = px[c] - (1.0 - am) * bgc
+                        rest = edge[c]
+                        ff = edge[3 + c]
                         exact = max(rest / max(am, 0.05), 0.25 * ff)
                         px[c] = ds * (we * exact + (1.0 - we) * ff * sc) + (1.0 - ds) * px[c]
                 for c in range(3):
