@@ -12,6 +12,7 @@ import pytest
 from relight import RelightSettings, Relighter
 from relight.demo import demo_frames, load_portrait
 from relight.evaluate_video import StabilityMeter, cmd_eval_video, format_table, main_eval_video
+from relight.stages.render import deflickered
 from relight.stages.temporal import FieldSmoother, OneEuroFilter, TemporalOptions, TemporalStabilizer
 
 W, H = 256, 144
@@ -314,6 +315,90 @@ def test_noisy_static_video_stays_steady(portrait_rgb):
     d_in = np.mean([_mad(frames[i], frames[i - 1]) for i in range(6, 14)])
     d_out = np.mean([_mad(outs[i], outs[i - 1]) for i in range(6, 14)])
     assert d_out <= 1.1 * d_in
+
+
+def _gained(frame: np.ndarray, gain) -> np.ndarray:
+    """``frame`` (uint8 sRGB) with its linear light multiplied by ``gain`` (scalar or per channel)."""
+    lin = (frame.astype(np.float32) / 255.0) ** 2.2 * np.asarray(gain, np.float32)
+    return np.clip(255.0 * np.clip(lin, 0.0, 1.0) ** (1 / 2.2) + 0.5, 0, 255).astype(np.uint8)
+
+
+def _deflicker_run(gains, size=(90, 160)):
+    """The de-flicker's factors on a still textured image whose linear light is multiplied by
+    ``gains[i]`` in frame i (a matte covering the frame)."""
+    rng = np.random.default_rng(5)
+    img = cv2.GaussianBlur(rng.integers(40, 200, size + (3,)).astype(np.uint8), (0, 0), 2.0)
+    ts = TemporalStabilizer()
+    h, w = size[0] // 2, size[1] // 2
+    matte = np.ones((h, w), np.float32)
+    out = []
+    for i, g in enumerate(gains):
+        frame = _gained(img, g)
+        ts.begin(frame, time=i / FPS)
+        work = cv2.resize((frame.astype(np.float32) / 255.0) ** 2.2, (w, h), interpolation=cv2.INTER_AREA)
+        c = ts.deflicker(work, matte)
+        out.append(np.ones((h, w, 3), np.float32) if c is None else c)
+    return ts.options, out
+
+
+def test_deflicker_smooths_a_small_exposure_step_and_lets_it_pass():
+    """A still image whose exposure steps up by 2% at frame 5 (a camera's auto-exposure): the
+    factor takes most of the step out at once, the same everywhere, then lets the new level
+    through gradually (time constant ``deflicker_tau``); a large step (a light switched on)
+    passes at once."""
+    gains = [1.0] * 5 + [1.02] * 25
+    o, out = _deflicker_run(gains)
+    assert all(np.allclose(c, 1.0, atol=1e-3) for c in out[:5])
+    inner = (slice(4, -4), slice(4, -4))
+    seen = [float(np.log(c[inner].mean())) + np.log(g) for c, g in zip(out, gains)]  # the output's log gain
+    step = np.log(1.02)
+    assert float(np.log(out[5][inner]).std()) < 0.1 * step  # (one factor for the whole still image)
+    assert 0.0 < seen[5] < 0.4 * step  # most of the jump is held back ...
+    assert all(b >= a - 1e-4 for a, b in zip(seen[5:], seen[6:]))  # ... then let through, steadily
+    assert seen[5 + int(round(3 * o.deflicker_tau * FPS))] > 0.8 * step  # (three time constants later)
+    assert seen[-1] > 0.95 * step
+    _, big = _deflicker_run([1.0] * 5 + [1.3] * 3)
+    assert np.allclose(big[5][inner], 1.0, atol=0.01)
+
+
+def test_deflicker_steadies_a_flickering_exposure(clip_a):
+    """A moving shot whose exposure flickers by ~1% per frame (per channel): the relit person's
+    motion-compensated colour change per frame (the meter's exposure pumping) is well below the
+    input's and below what it is without the de-flicker."""
+    rng = np.random.default_rng(7)
+    frames = [_gained(f, 1.0 + 0.01 * rng.standard_normal(3)) for f in clip_a[:16]]
+    results = {}
+    for tau in (0.2, 0.0):
+        outs, _ = _run(frames, temporal=TemporalOptions(deflicker_tau=tau))
+        with StabilityMeter() as meter:
+            for f, o in zip(frames, outs):
+                meter.add(f, o)
+            results[tau] = meter.result()
+    pump_in = results[0.2]["input"]["pumping_pct"]
+    assert pump_in > 0.2
+    on, off = results[0.2]["output"]["pumping_pct"], results[0.0]["output"]["pumping_pct"]
+    assert on < 0.6 * pump_in and on < 0.7 * off  # (seen: 0.32 in, 0.16 out; 0.26 without the de-flicker)
+    assert off > 0.7 * pump_in
+
+
+def test_deflickered_fields_equal_a_gained_input():
+    """The de-flicker's factor goes into the fields: de-lighting the input times g with the
+    fields is de-lighting the input with the deflickered fields (g per channel or per pixel)."""
+    rng = np.random.default_rng(2)
+    fields = rng.uniform(0.05, 2.0, (4, 5, 12)).astype(np.float32)
+    before = fields.copy()
+    img = rng.uniform(0.0, 1.0, (4, 5, 3)).astype(np.float32)
+    g = np.array([1.03, 0.98, 1.01], np.float32)
+
+    def albedo(i, f):  # (PersonFields: max(I - S_src, I / 2) * inv_src)
+        return np.maximum(i - f[..., 9:12], 0.5 * i) * f[..., 0:3]
+
+    got = deflickered(fields, g)
+    np.testing.assert_allclose(albedo(img, got), albedo(img * g, fields), rtol=1e-5, atol=1e-7)
+    g_px = rng.uniform(0.95, 1.05, (4, 5, 3)).astype(np.float32)  # (a factor per working pixel)
+    np.testing.assert_allclose(albedo(img, deflickered(fields, g_px)), albedo(img * g_px, fields), rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(got[..., 3:9], fields[..., 3:9])  # the target's fields are left alone
+    np.testing.assert_array_equal(fields, before)  # (a new array)
 
 
 def test_deterministic(clip_a):

@@ -10,7 +10,7 @@ import warnings
 from time import perf_counter
 from collections import defaultdict
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Tuple
 
 import cv2
@@ -28,8 +28,8 @@ from .stages.encode import open_output, plan_output
 from .stages.geometry import GeometryOptions, estimate_geometry, work_shape
 from .stages.lighting import estimate_source_lighting
 from .stages.perception import Perceiver
-from .stages.render import (PersonFields, RenderOptions, TargetHDRI, apply_fields, catchlights_on, eye_boxes,
-                             person_fields, upsample_fields)
+from .stages.render import (PersonFields, RenderOptions, TargetHDRI, apply_fields, catchlights_on, deflickered,
+                             eye_boxes, person_fields, upsample_fields)
 from .stages.temporal import FieldSmoother, FrameMotion, TemporalOptions, TemporalStabilizer
 from .threads import BackgroundWriter, InOrder, Prefetch, blas_one_thread, one_core_per_call
 from .types import FrameViews, Geometry, Perception, SourceLighting
@@ -296,6 +296,9 @@ class Relighter:
                 ww, wh = _work_size(h, w)
                 work = _Work(image=views.resized("linear", ww, wh), matte=_shrink(perception.matte, wh, ww))
                 t = self.timer.add("shrink", t)
+                if ts is not None:
+                    work.deflicker = ts.deflicker(work.image, work.matte)
+                    t = self.timer.add("temporal", t)
                 if self._carries_shading(motion, time):
                     geometry = ts.carry_geometry(self._shading[0])
                 if geometry is not None:
@@ -377,6 +380,8 @@ class Relighter:
                                work_image=work.image)
             if self._field_smoother is not None:
                 pf.fields = self._field_smoother.smooth(pf.fields, plan.motion)
+        if work.deflicker is not None:
+            pf = replace(pf, fields=deflickered(pf.fields, work.deflicker))
         gain = float(self.exposure * s.fg_gain)
         if plan.encode8 and not plan.scene_linear and kernels.available():
             t = self.timer.add("render", t)
@@ -497,6 +502,7 @@ class _Work:
     image: np.ndarray  # (h, w, 3) linear input, area-averaged
     matte: np.ndarray  # (h, w)
     edges: Optional[np.ndarray] = None  # (h, w, 6) composite.edge_fields, made by the render
+    deflicker: Optional[np.ndarray] = None  # (h, w, 3) the input's factor (TemporalStabilizer.deflicker), or None
 
 
 def _work_size(h: int, w: int) -> Tuple[int, int]:

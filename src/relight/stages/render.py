@@ -503,6 +503,19 @@ def person_fields(input_linear: np.ndarray, perception: Perception, geometry: Ge
                         catchlights=catchlights_on(perception, target, specular, opts))
 
 
+def deflickered(fields: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """:class:`PersonFields`' ``fields`` for the input multiplied by ``gain``, (h, w, 3) at the
+    fields' resolution or (3,) per channel (the video's de-flicker,
+    :meth:`~relight.stages.temporal.TemporalStabilizer.deflicker`):
+    ``max(g I - S_src, g I / 2) * inv_src = max(I - S_src / g, I / 2) * (g inv_src)``, a new array."""
+    g = np.asarray(gain, np.float32)
+    g = g if g.ndim == 3 else g.reshape(3)
+    out = np.array(fields, np.float32, copy=True)
+    out[..., 0:3] *= g
+    out[..., 9:12] /= g
+    return out
+
+
 def catchlights_on(perception: Perception, target: TargetLighting, specular: float = 1.0,
                    options: Optional[RenderOptions] = None) -> bool:
     """Whether the eyes get the HDRI's catchlights (see :func:`eye_boxes`)."""
