@@ -39,7 +39,7 @@ from ..types import Geometry, Perception
 
 @dataclass
 class GeometryOptions:
-    work_size: int = 256  # longest side of the working resolution
+    work_size: int = 192  # longest side of the working resolution
     inflation_size: int = 160  # longest side at which the silhouette is inflated
     inflation_depth: float = 0.75  # depth / half-width of the inflated body (1 = round)
     matte_threshold: float = 0.5
