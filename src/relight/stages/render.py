@@ -509,7 +509,6 @@ def deflickered(fields: np.ndarray, gain: np.ndarray) -> np.ndarray:
     :meth:`~relight.stages.temporal.TemporalStabilizer.deflicker`):
     ``max(g I - S_src, g I / 2) * inv_src = max(I - S_src / g, I / 2) * (g inv_src)``, a new array."""
     g = np.asarray(gain, np.float32)
-    g = g if g.ndim == 3 else g.reshape(3)
     out = np.array(fields, np.float32, copy=True)
     out[..., 0:3] *= g
     out[..., 9:12] /= g

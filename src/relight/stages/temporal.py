@@ -501,14 +501,8 @@ class TemporalStabilizer:
         self._flicker_prev = low
         if m is None or m.first or m.flow is None or prev is None or prev.shape != low.shape:
             return None
-        h, w = low.shape[:2]
-        if m.duplicate:
-            warped = prev
-            conf = np.ones((h, w), np.float32)
-        else:
-            flow, conf = m.at(h, w)
-            warped = _warp(prev, flow)
-        diff = warped - low
+        flow, conf = m.at(*low.shape[:2])  # (a repeated frame's: zero and one)
+        diff = _warp(prev, flow) - low
         # exp(-mean over channels of (diff / tol)^2), in OpenCV calls (numpy's channel mean is 5x slower)
         agree = cv2.exp(cv2.transform(cv2.multiply(diff, diff), np.full((1, 3), -1.0 / (3.0 * o.deflicker_tol ** 2))))
         keep = np.float32(_keep(o.deflicker_tau, m.dt)) * conf * agree * (den > np.float32(0.5))
