@@ -16,7 +16,7 @@ import pytest
 from relight.envmap import eval_sh, irradiance_sh, pixel_grid, project_sh, solid_angles, uv_to_direction
 from relight.stages.geometry import GeometryOptions, estimate_geometry, inflate_silhouette, rasterize_faces
 from relight.stages.lighting import LightingOptions, dominant_direction, estimate_source_lighting
-from relight.stages.render import RenderOptions, auto_exposure, prepare_target, render_person
+from relight.stages.render import EXPOSURE_TARGET, RenderOptions, auto_exposure, prepare_target, render_person
 from relight.types import Geometry, Perception, SourceLighting, TargetLighting
 
 ASSET = Path(__file__).resolve().parents[1] / "src" / "relight" / "assets" / "astronaut.jpg"
@@ -234,7 +234,8 @@ def test_auto_exposure_rotation_invariant_and_inverse_to_brightness():
     assert auto_exposure(hdri, 360 * (0.3 - 0.5)) > auto_exposure(hdri, 360 * (0.3 - 0.0))
     # the level lands where it should: albedo 0.4 under uniform radiance L -> 0.4 L
     uniform = np.full((64, 128, 3), 2.0, np.float32)
-    assert auto_exposure(uniform, None) * 0.4 * 2.0 == pytest.approx(0.2, rel=1e-3)
+    assert auto_exposure(uniform, None) * 0.4 * 2.0 == pytest.approx(EXPOSURE_TARGET, rel=1e-3)
+    assert auto_exposure(uniform, None, target=0.2) * 0.4 * 2.0 == pytest.approx(0.2, rel=1e-3)
 
 
 # ----------------------------------------------------------------------------- geometry

@@ -420,8 +420,9 @@ def test_chunked_processing_matches_one_pass(clip_a, k):
         d = np.abs(whole[i].astype(np.int16) - part[i - k].astype(np.int16))
         assert d.mean() < 0.25, (i, d.mean())
         # (MediaPipe's face tracker carries its own history, from the frames it ran on: it
-        # settles over a second or so, and left up to 4 levels on 0.1% of the pixels here)
-        assert np.percentile(d, 99.9) <= 4, (i, np.percentile(d, 99.9))
+        # settles over a second or so, and left up to 5 levels on 0.1% of the pixels here: 4 at
+        # the darker exposure used before 0.3 (a level is a larger share of a darker pixel))
+        assert np.percentile(d, 99.9) <= 5, (i, np.percentile(d, 99.9))
 
 
 def test_scene_cut_resets_state(clip_a, clip_b):

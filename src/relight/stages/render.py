@@ -54,6 +54,11 @@ SH_MAP_WIDTH = 128  # the HDRI is area-averaged to 128 x 64 for the SH projectio
 SPEC_MAP_WIDTH = 64  # prefiltered glossy maps: 64 x 32 (the lobes are >= ~10 degrees wide)
 LIGHT_MAP_WIDTH = 64  # lights are found on a 64 x 32 map
 EXPOSURE_MAX_SWING = 2.5  # auto exposure at a pan stays within 2.5x (1.3 stops) of the rotation-invariant one
+# auto exposure: a frontal face of albedo 0.4 gets this mean linear level (sRGB ~0.58), about where video
+# exposes faces (skin at 60-70% of white where it faces the light). At 0.2 (sRGB ~0.48) the relit person
+# came out darker than the camera had exposed them on every test clip (0.6-1.0 of the input's level),
+# which also makes their 8-bit steps and the input's noise a larger share of what is left
+EXPOSURE_TARGET = 0.3
 GLOSSY_EXPONENT = 16.0  # Phong-equivalent exponent of the legacy ``specular_map`` (kept for API users)
 SKIN_EXPONENT = 24.0  # skin's glossy lobe (Beckmann m ~0.3-0.35, Weyrich et al. 2006)
 ROUGH_EXPONENT = 6.0  # hair sheen / cloth: broad
@@ -225,7 +230,7 @@ class TargetHDRI:
         return TargetLighting(sh=full, specular_map=self.specular_map, pan_deg=float(pan_deg), lights=lights,
                               residual_sh=resid, glossy_maps=self.glossy_maps)
 
-    def exposure(self, pan_deg: Optional[float] = None, albedo: float = 0.4, target: float = 0.2,
+    def exposure(self, pan_deg: Optional[float] = None, albedo: float = 0.4, target: float = EXPOSURE_TARGET,
                  max_swing: float = EXPOSURE_MAX_SWING) -> float:
         """Scale k such that a frontal face of albedo ``albedo`` lit by the HDRI has a mean linear
         level of ``target`` after k. The face is modelled as the visible half of a sphere (normals
@@ -253,7 +258,7 @@ def prepare_target(hdri_pixels: np.ndarray, pan_deg: float = 0.0) -> TargetLight
 
 
 def auto_exposure(hdri_pixels: np.ndarray, pan_deg: Optional[float] = None, albedo: float = 0.4,
-                  target: float = 0.2) -> float:
+                  target: float = EXPOSURE_TARGET) -> float:
     """One-off :meth:`TargetHDRI.exposure`."""
     return TargetHDRI(hdri_pixels).exposure(pan_deg, albedo, target)
 
