@@ -504,6 +504,26 @@ def test_autorotate_follows_frame_time(portrait_rgb):
     assert max(d) < 2.5 * max(min(d), 0.05)
 
 
+def test_autorotate_exposes_each_frame_as_its_pan(portrait_rgb):
+    """With --autorotate the exposure follows the light as it turns: a frame is exposed as the
+    same pan would be on its own, so the person is not darker with the sun behind them (the
+    exposure held at its rotation average did that) and their brightness changes smoothly."""
+    s = RelightSettings(hdri="sunset", autorotate=90.0, background="source")
+    with Relighter(s, video=False) as r:
+        back = r.process(portrait_rgb, time=2.0)  # turned 180 degrees
+        k = [r.exposure_at(r.pan_at(t)) for t in (0.0, 2.0)]
+    with Relighter(RelightSettings(hdri="sunset", pan=180.0, background="source"), video=False) as r:
+        fixed = r.process(portrait_rgb)
+        assert r.exposure_at(180.0) == pytest.approx(k[1])
+    assert np.array_equal(back, fixed)
+    assert k[0] != pytest.approx(k[1], rel=0.05)  # the sunset's sun in front vs behind: not one exposure
+    with Relighter(s) as r:  # frame to frame it moves as smoothly as the pan
+        ks = [r.exposure_at(r.pan_at(i / FPS)) for i in range(120)]
+    steps = np.diff(np.log(ks))  # 3 degrees a frame: up to ~2.5% a frame here, changing gradually
+    assert np.abs(steps).max() > 0
+    assert np.abs(np.diff(steps)).max() < 0.15 * np.abs(steps).max()
+
+
 def test_temporal_off_for_single_images(portrait_rgb):
     with Relighter(RelightSettings(hdri="sunset"), video=False) as r:
         assert r.temporal is None

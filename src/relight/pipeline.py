@@ -90,7 +90,7 @@ class Relighter:
         pixels = self.hdri.pixels
         self.pan0 = envmap.pan_for_light_from(pixels, settings.light_from) if settings.light_from else float(settings.pan)
         self.target_hdri = TargetHDRI(pixels)
-        self.exposure = self.target_hdri.exposure(None if settings.autorotate else self.pan0)
+        self._exposure: Optional[Tuple[float, float]] = None  # (pan, exposure at it): see exposure_at
         self.linear_output = linear_output
         self.temporal: Optional[TemporalStabilizer] = None
         if video and temporal is not False:
@@ -162,6 +162,17 @@ class Relighter:
         frame rate, is smooth across dropped or variable-rate frames, and a video processed in
         chunks turns exactly as in one pass."""
         return self.pan0 + self.settings.autorotate * float(t)
+
+    def exposure_at(self, pan: float) -> float:
+        """The exposure the person and the HDRI background share at ``pan`` (:meth:`pan_at`):
+        the automatic exposure of :meth:`~relight.stages.render.TargetHDRI.exposure` for that
+        pan. With ``--autorotate`` it follows the light as it turns, as a camera's would (each
+        frame gets what a fixed pan would): the person's overall brightness stays steady while
+        the light moves around them, and it changes as smoothly as the pan does."""
+        cached = self._exposure
+        if cached is None or cached[0] != pan:
+            cached = self._exposure = (pan, self.target_hdri.exposure(pan))
+        return cached[1]
 
     def _backgrounds(self, width: int, height: int) -> composite_stage.BackgroundMaker:
         bg = self._background
@@ -356,7 +367,7 @@ class Relighter:
                 self._field_smoother.clear()
             zero = np.zeros((h, w), np.float32)
             lin = plan.lin
-            background = maker.make(plan.index, lin, zero, pan, self.exposure)
+            background = maker.make(plan.index, lin, zero, pan, self.exposure_at(pan))
             out = composite_stage.composite(lin, lin, zero, background, strength=1.0, scene_linear=plan.scene_linear,
                                             background_is_scene=(maker.kind == "hdri"))
             self.timer.add("composite", t)
@@ -382,7 +393,8 @@ class Relighter:
                 pf.fields = self._field_smoother.smooth(pf.fields, plan.motion)
         if work.deflicker is not None:
             pf = replace(pf, fields=deflickered(pf.fields, work.deflicker))
-        gain = float(self.exposure * s.fg_gain)
+        exposure = self.exposure_at(pan)
+        gain = float(exposure * s.fg_gain)
         if plan.encode8 and not plan.scene_linear and kernels.available():
             t = self.timer.add("render", t)
             out = self._fused8(pf, work, plan, target, maker, pan, gain)
@@ -394,7 +406,7 @@ class Relighter:
         person *= np.float32(gain)
         t = self.timer.add("render", t)
         m = perception.matte if weight >= 1.0 else perception.matte * np.float32(weight)
-        background = maker.make(plan.index, lin, m, pan, self.exposure)
+        background = maker.make(plan.index, lin, m, pan, exposure)
         out = composite_stage.composite(person, lin, m, background, strength=s.strength,
                                         scene_linear=plan.scene_linear, background_is_scene=(maker.kind == "hdri"))
         self.timer.add("composite", t)
@@ -415,7 +427,7 @@ class Relighter:
             # the input itself behind the person: its 8-bit pixels, copied where there is no person
             bg = bg8 = pixels
         else:
-            bg = maker.make_display(index, plan.lin if maker.reads_input else None, alpha, pan, self.exposure)
+            bg = maker.make_display(index, plan.lin if maker.reads_input else None, alpha, pan, self.exposure_at(pan))
             bg8 = self._encoded_background(bg)
         transparent = maker.transparent
         rgb8 = kernels.fused_composite8(pixels, pixels, pf.fields, matte, weight, bg, edges=work.edges,

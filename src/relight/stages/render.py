@@ -234,8 +234,8 @@ class TargetHDRI:
                  max_swing: float = EXPOSURE_MAX_SWING) -> float:
         """Scale k such that a frontal face of albedo ``albedo`` lit by the HDRI has a mean linear
         level of ``target`` after k. The face is modelled as the visible half of a sphere (normals
-        weighted by their projected area). With ``pan_deg=None`` (autorotate) the map is
-        azimuth-averaged first, so k does not depend on the rotation. At a given pan, k stays
+        weighted by their projected area). With ``pan_deg=None`` the map is azimuth-averaged
+        first, so k does not depend on the rotation. At a given pan, k stays
         within ``max_swing`` times that rotation-invariant value, so a back-lit subject is
         exposed up a little (as a camera would) without amplifying a nearly unlit face into noise."""
         k_avg = _exposure_for(self.azimuth_average_sh, albedo, target)
