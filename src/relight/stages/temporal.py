@@ -115,7 +115,7 @@ class TemporalOptions:
     # ``deflicker_max`` (natural log) either way
     deflicker_tau: float = 0.2
     deflicker_tol: float = 0.1  # (natural log) where the colour changes by much more than this, the change passes
-    # (0.05 left d12's pumping at 0.97x the input's, 1.04x under --autorotate; 0.1: 0.98x with it)
+    # (0.05 left d12/forest's pumping at 0.97x the input's and 1.04x under --autorotate 10; 0.1: 0.98x there)
     deflicker_sigma: float = 0.5  # working pixels: the scale of the low-passed colour (0.5 to 4 tried: finer was
     # steadier on every clip tried, e.g. d12/warehouse warp-error ratio 1.050 at 4, 1.018 at 1, 1.009 at 0.5)
     deflicker_max: float = 0.1
