@@ -90,7 +90,6 @@ class Relighter:
         pixels = self.hdri.pixels
         self.pan0 = envmap.pan_for_light_from(pixels, settings.light_from) if settings.light_from else float(settings.pan)
         self.target_hdri = TargetHDRI(pixels)
-        self._exposure: Optional[Tuple[float, float]] = None  # (pan, exposure at it): see exposure_at
         self.linear_output = linear_output
         self.temporal: Optional[TemporalStabilizer] = None
         if video and temporal is not False:
@@ -168,11 +167,9 @@ class Relighter:
         the automatic exposure of :meth:`~relight.stages.render.TargetHDRI.exposure` for that
         pan. With ``--autorotate`` it follows the light as it turns, as a camera's would (each
         frame gets what a fixed pan would): the person's overall brightness stays steady while
-        the light moves around them, and it changes as smoothly as the pan does."""
-        cached = self._exposure
-        if cached is None or cached[0] != pan:
-            cached = self._exposure = (pan, self.target_hdri.exposure(pan))
-        return cached[1]
+        the light moves around them, and it changes as smoothly as the pan does (about 0.1 ms:
+        made for each frame)."""
+        return self.target_hdri.exposure(pan)
 
     def _backgrounds(self, width: int, height: int) -> composite_stage.BackgroundMaker:
         bg = self._background
@@ -397,7 +394,7 @@ class Relighter:
         gain = float(exposure * s.fg_gain)
         if plan.encode8 and not plan.scene_linear and kernels.available():
             t = self.timer.add("render", t)
-            out = self._fused8(pf, work, plan, target, maker, pan, gain)
+            out = self._fused8(pf, work, plan, target, maker, pan, exposure, gain)
             self.timer.add("composite", t)
             return out
         lin = plan.lin
@@ -412,7 +409,7 @@ class Relighter:
         self.timer.add("composite", t)
         return out
 
-    def _fused8(self, pf, work, plan: "FramePlan", target, maker, pan, gain):
+    def _fused8(self, pf, work, plan: "FramePlan", target, maker, pan, exposure, gain):
         """Decontaminate the soft edges, apply the person's fields, tone-map, composite and
         encode to 8-bit sRGB in one pass (:func:`relight.kernels.fused_composite8`, reading an
         8-bit frame's pixels as they are); the few pixels of the eyes' catchlights are then
@@ -427,7 +424,7 @@ class Relighter:
             # the input itself behind the person: its 8-bit pixels, copied where there is no person
             bg = bg8 = pixels
         else:
-            bg = maker.make_display(index, plan.lin if maker.reads_input else None, alpha, pan, self.exposure_at(pan))
+            bg = maker.make_display(index, plan.lin if maker.reads_input else None, alpha, pan, exposure)
             bg8 = self._encoded_background(bg)
         transparent = maker.transparent
         rgb8 = kernels.fused_composite8(pixels, pixels, pf.fields, matte, weight, bg, edges=work.edges,
