@@ -483,3 +483,8 @@ def test_add_upsampled_matches_opencv():
     assert got.shape == ref.shape and got.dtype == np.float32
     assert np.abs(got - ref).max() < 1e-5
     assert (got == 0).mean() > 0.02 and (got == 1).mean() > 0.02
+    # with a floor: a sum below it is 0, the rest as before
+    cut = kernels.add_upsampled(base, small, floor=0.1)
+    low = ref < 0.1
+    assert 0.02 < (low & (ref > 0)).mean() and np.all(cut[low] == 0)
+    assert np.abs(cut[~low] - ref[~low]).max() < 1e-5

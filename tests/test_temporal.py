@@ -112,6 +112,8 @@ def test_matte_smoothing_removes_flicker_without_lag(step):
         ts.begin(f, i / FPS)
         noisy.append(np.clip(m + cv2.GaussianBlur(rng.normal(0, 0.3, m.shape).astype(np.float32), (0, 0), 3), 0, 1))
         outs.append(ts.matte(noisy[-1]))
+        if i > 0:  # no faint alpha left by the low-resolution correction: below the floor is no person
+            assert not np.any((outs[-1] > 0) & (outs[-1] < ts.options.matte_floor))
         if i >= 4:  # no lag: the stabilised matte sits where the disc is now (< 1/3 of a frame's motion)
             xs = np.nonzero(outs[-1] > 0.5)[1]
             assert abs(xs.mean() - np.nonzero(m > 0.5)[1].mean()) < 1.0

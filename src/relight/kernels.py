@@ -154,10 +154,23 @@ if numba is not None:
         decont = edges.shape[2] >= N_EDGE_FIELDS
         span = 1.0 - knee
         for y in prange(H):
-            # the working-resolution fields (and edge colours) interpolated to this row, then along it
+            # the person's extent along this row (all of it without a background) ...
+            first, last = 0, W - 1
+            if bg_mode != 2:
+                first, last = W, -1
+                for x in range(W):
+                    if matte[y, x] > 0.0:
+                        first = x
+                        break
+                for x in range(W - 1, first - 1, -1):
+                    if matte[y, x] > 0.0:
+                        last = x
+                        break
+            # ... and the working-resolution fields (and edge colours) interpolated to this row
+            # over the columns that the extent reads, then along it
             row = np.empty((fields.shape[1], N_FIELDS + N_EDGE_FIELDS), np.float32)
             a0, a1, t = y0[y], y1[y], fy[y]
-            for j in range(fields.shape[1]):
+            for j in range(x0[first] if first <= last else 0, x1[last] + 1 if first <= last else 0):
                 for c in range(N_FIELDS):
                     v0 = fields[a0, j, c]
                     row[j, c] = v0 + t * (fields[a1, j, c] - v0)
@@ -167,7 +180,14 @@ if numba is not None:
                         row[j, N_FIELDS + c] = v0 + t * (edges[a1, j, c] - v0)
             px = np.empty(3, np.float32)
             edge = np.empty(6, np.float32)  # an edge pixel's colour less the old background (3), person colour (3)
-            for x in range(W):
+            lo, hi = 0, W
+            if bg_mode == 3:
+                # an encoded background: the row copied first, then only the person's pixels made
+                for x in range(W):
+                    for c in range(3):
+                        out[y, x, c] = bg8[y, x, c]
+                lo, hi = first, last + 1
+            for x in range(lo, hi):
                 b0, b1, u = x0[x], x1[x], fx[x]
                 am = matte[y, x]
                 a = am * weight
@@ -607,24 +627,24 @@ def fused_composite8(person_in: np.ndarray, lin: np.ndarray, fields: np.ndarray,
     return out
 
 
-def add_upsampled(base: np.ndarray, small: np.ndarray) -> np.ndarray:
+def add_upsampled(base: np.ndarray, small: np.ndarray, floor: float = 0.0) -> np.ndarray:
     """clip(``base`` + ``small`` upsampled bilinearly to ``base``'s size, 0, 1) in one pass:
     (H, W) float32 ``base``, (h, w) float32 ``small`` (``cv2.resize(..., INTER_LINEAR)``'s
-    convention). -> a new (H, W) float32 array."""
+    convention); a sum below ``floor`` becomes 0. -> a new (H, W) float32 array."""
     H, W = base.shape
     h, w = small.shape
     y0, y1, fy = axis_table(H, h)
     x0, x1, fx = axis_table(W, w)
     out = np.empty((H, W), np.float32)
     with _launch():
-        _add_upsampled(_contig(base), _contig(small), y0, y1, fy, x0, x1, fx, out)
+        _add_upsampled(_contig(base), _contig(small), y0, y1, fy, x0, x1, fx, np.float32(floor), out)
     return out
 
 
 if numba is not None:
 
     @njit(cache=True, parallel=True, fastmath=True, nogil=True)
-    def _add_upsampled(base, small, y0, y1, fy, x0, x1, fx, out):
+    def _add_upsampled(base, small, y0, y1, fy, x0, x1, fx, floor, out):
         H, W = out.shape
         for y in prange(H):
             row = np.empty(small.shape[1], np.float32)
@@ -633,7 +653,7 @@ if numba is not None:
                 row[j] = small[a0, j] + t * (small[a1, j] - small[a0, j])
             for x in range(W):
                 v = base[y, x] + (row[x0[x]] + fx[x] * (row[x1[x]] - row[x0[x]]))
-                out[y, x] = min(max(v, 0.0), 1.0)
+                out[y, x] = min(v, 1.0) if v >= floor and v > 0.0 else 0.0
 
 
 @lru_cache(maxsize=16)

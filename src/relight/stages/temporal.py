@@ -95,6 +95,10 @@ class TemporalOptions:
     # motion-compensated recursive blends (weight of the warped previous estimate where the flow is reliable)
     matte_tau: float = 0.3  # seconds: time constant of the matte's recursive blend, scaled down where the new matte
     matte_tol: float = 0.3  # and the warped previous one differ by much more than this (a moving edge: no lag)
+    # the stabilised matte below this is 0: the correction, made at the flow's resolution, would
+    # otherwise leave a faint alpha (< 1/255) over a wide band around the person (~8% of a 720p
+    # frame, where the input matte is 0), which every later full-resolution step treats as person
+    matte_floor: float = 1.0 / 1024.0
     normals_tau: float = 0.6  # seconds: the same for the normals of the body (silhouette inflation) ...
     face_normals_tau: float = 0.25  # ... and of the face (from the One-Euro-filtered face mesh); both are
     # scaled down where the new normals differ from the warped ones by much more than
@@ -447,10 +451,11 @@ class TemporalStabilizer:
         self._matte_small = self._matte_frame = stab
         corr = stab - small
         if kernels.available():  # the same three full-resolution steps in one pass
-            return kernels.add_upsampled(matte.astype(np.float32, copy=False), corr)
+            return kernels.add_upsampled(matte.astype(np.float32, copy=False), corr, o.matte_floor)
         if (H, W) != corr.shape:
             corr = cv2.resize(corr, (W, H), interpolation=cv2.INTER_LINEAR)
         out = cv2.add(matte.astype(np.float32, copy=False), corr)
+        out[out < o.matte_floor] = 0.0
         return np.clip(out, 0.0, 1.0, out=out)
 
     # ------------------------------------------------------------------ presence
