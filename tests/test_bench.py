@@ -90,10 +90,15 @@ def test_targets_and_table_from_a_report():
     ]
     targets = check_targets(results)
     assert [t["met"] for t in targets] == [True, False, True, False]
+    # an fps target is also given at the floor it was set against, by the run's ratio to its floor
+    assert targets[0]["at_reference_floor"] == pytest.approx(0.31 * 108.0)
+    assert targets[2]["at_reference_floor"] == pytest.approx(0.375 * 14.0)
+    assert "at_reference_floor" not in targets[1] and "at_reference_floor" not in targets[3]
     report = {"machine": {"cpus": 2, "usable_cpus": 2, "cpu_model": "test", "python": "3", "relight": "0"},
               "hdri": "studio", "clip_fps": 30, "floor": "f", "results": results, "targets": targets}
     text = format_report(report)
     assert "NOT met (measured 0.2)" in text and "4K < 3 GiB" in text
+    assert "this run's: 100.0), the same ratio to the floor gives 33.48 fps" in text
     lines = text.splitlines()
     row = next(line for line in lines if line.startswith("720p ") and "500.0" in line)
     assert row.split()[1:] == ["90", "500.0", "100.0", "31.00", "0.310", "1.0", "900", "35.00", "0.350", "880"]
