@@ -44,6 +44,11 @@ def test_fused_kernel_pieces_against_numpy():
     H, W, h, w = 57, 83, 13, 19
     lin = rng.random((H, W, 3), dtype=np.float32)
     matte = np.clip(rng.random((H, W), dtype=np.float32) * 1.2 - 0.1, 0, 1)
+    # rows without the person, and rows with it only in the middle or at one end (the kernel
+    # works on each row's extent of the person)
+    matte[:4] = 0
+    matte[10:20, :30] = 0
+    matte[10:30, 60:] = 0
     fields = rng.random((h, w, 12), dtype=np.float32) * np.float32(1.5)
     fields[..., 9:] *= 0.1
     small = cv2.resize(lin, (w, h), interpolation=cv2.INTER_AREA)
@@ -79,6 +84,7 @@ def test_fused_kernel_copies_an_encoded_background():
     H, W, h, w = 41, 67, 9, 15
     lin = rng.random((H, W, 3), dtype=np.float32)
     matte = np.clip(rng.random((H, W), dtype=np.float32) * 1.4 - 0.2, 0, 1)
+    matte[30:], matte[5:15, :40], matte[10:20, 25:] = 0, 0, 0  # rows without the person, or with it in part
     fields = rng.random((h, w, 12), dtype=np.float32)
     bg = rng.random((H, W, 3), dtype=np.float32)
     kw = dict(gain=1.3, amax=0.9, strength=0.7, knee=TONE_KNEE, lut=LINEAR_TO_SRGB8_LUT)
