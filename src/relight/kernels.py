@@ -140,6 +140,10 @@ if numba is not None:
         return knee + span * (1.0 - math.exp(-(x - knee) / span))
 
     @njit(cache=True, fastmath=True, inline="always")
+    def _lerp(row, b0, b1, u, c):
+        return row[b0, c] + u * (row[b1, c] - row[b0, c])
+
+    @njit(cache=True, fastmath=True, inline="always")
     def _enc(v, lut):
         if v <= 0.0:
             return lut[0]
@@ -178,8 +182,6 @@ if numba is not None:
                     for c in range(N_EDGE_FIELDS):
                         v0 = edges[a0, j, c]
                         row[j, N_FIELDS + c] = v0 + t * (edges[a1, j, c] - v0)
-            px = np.empty(3, np.float32)
-            edge = np.empty(6, np.float32)  # an edge pixel's colour less the old background (3), person colour (3)
             lo, hi = 0, W
             if bg_mode == 3:
                 # an encoded background: the row copied first, then only the person's pixels made
@@ -200,49 +202,37 @@ if numba is not None:
                         for c in range(3):
                             out[y, x, c] = _enc(_pixel(bg, y, x, c, in_lut) if bg_mode == 0 else bg_colour[c], lut)
                     continue
-                for c in range(3):
-                    px[c] = _pixel(person_in, y, x, c, in_lut)
+                # the three channels as scalars (kept in registers)
+                p0 = _pixel(person_in, y, x, 0, in_lut)
+                p1 = _pixel(person_in, y, x, 1, in_lut)
+                p2 = _pixel(person_in, y, x, 2, in_lut)
                 if decont and am >= edge_lo and am <= edge_hi:
                     # soft edge: the person's own colour without the old background (the
                     # per-pixel form of relight.stages.composite.solve_edge_pixels)
-                    d1 = 0.0
-                    d2 = 0.0
-                    for c in range(3):
-                        bgc = row[b0, 12 + c] + u * (row[b1, 12 + c] - row[b0, 12 + c])
-                        ff = row[b0, 15 + c] + u * (row[b1, 15 + c] - row[b0, 15 + c])
-                        ff = max(ff, 1e-6)
-                        rest = px[c] - (1.0 - am) * bgc
-                        edge[c] = rest
-                        edge[3 + c] = ff
-                        d1 += ff * rest
-                        d2 += ff * ff
-                    sc = d1 / max(am * d2, 1e-12)
+                    f0 = max(_lerp(row, b0, b1, u, 15), 1e-6)
+                    f1 = max(_lerp(row, b0, b1, u, 16), 1e-6)
+                    f2 = max(_lerp(row, b0, b1, u, 17), 1e-6)
+                    r0 = p0 - (1.0 - am) * _lerp(row, b0, b1, u, 12)
+                    r1 = p1 - (1.0 - am) * _lerp(row, b0, b1, u, 13)
+                    r2 = p2 - (1.0 - am) * _lerp(row, b0, b1, u, 14)
+                    sc = (f0 * r0 + f1 * r1 + f2 * r2) / max(am * (f0 * f0 + f1 * f1 + f2 * f2), 1e-12)
                     sc = min(max(sc, 0.25), 4.0)
                     we = min(max((am - 0.7) / 0.25, 0.0), 1.0)
                     ds = min(max((edge_hi - am) / max(edge_hi - edge_fade, 1e-6), 0.0), 1.0)
-                    for c in range(3):
-                        rest = edge[c]
-                        ff = edge[3 + c]
-                        exact = max(rest / max(am, 0.05), 0.25 * ff)
-                        px[c] = ds * (we * exact + (1.0 - we) * ff * sc) + (1.0 - ds) * px[c]
-                for c in range(3):
-                    inv = row[b0, c] + u * (row[b1, c] - row[b0, c])
-                    dif = row[b0, 3 + c] + u * (row[b1, 3 + c] - row[b0, 3 + c])
-                    spc = row[b0, 6 + c] + u * (row[b1, 6 + c] - row[b0, 6 + c])
-                    ssrc = row[b0, 9 + c] + u * (row[b1, 9 + c] - row[b0, 9 + c])
-                    i = px[c]
+                    ia = max(am, 0.05)
+                    p0 = ds * (we * max(r0 / ia, 0.25 * f0) + (1.0 - we) * f0 * sc) + (1.0 - ds) * p0
+                    p1 = ds * (we * max(r1 / ia, 0.25 * f1) + (1.0 - we) * f1 * sc) + (1.0 - ds) * p1
+                    p2 = ds * (we * max(r2 / ia, 0.25 * f2) + (1.0 - we) * f2 * sc) + (1.0 - ds) * p2
+                opaque = a >= 1.0 or bg_mode == 2  # (the person covers the pixel: no background to read)
+                for c, i in ((0, p0), (1, p1), (2, p2)):
                     # the source's own sheen is not albedo (keep at least half the pixel)
-                    i = max(i - ssrc, 0.5 * i)
-                    alb = min(i * inv, amax)
-                    p = _tone((alb * dif + spc) * gain, knee, span)
+                    i = max(i - _lerp(row, b0, b1, u, 9 + c), 0.5 * i)
+                    alb = min(i * _lerp(row, b0, b1, u, c), amax)
+                    v = _tone((alb * _lerp(row, b0, b1, u, 3 + c) + _lerp(row, b0, b1, u, 6 + c)) * gain, knee, span)
                     if strength < 1.0:
-                        p = strength * p + (1.0 - strength) * _pixel(lin, y, x, c, in_lut)
-                    if a >= 1.0 or bg_mode == 2:
-                        v = p  # (the person covers the pixel: no background to read)
-                    elif bg_mode == 0 or bg_mode == 3:
-                        v = a * p + (1.0 - a) * _pixel(bg, y, x, c, in_lut)
-                    else:
-                        v = a * p + (1.0 - a) * bg_colour[c]
+                        v = strength * v + (1.0 - strength) * _pixel(lin, y, x, c, in_lut)
+                    if not opaque:
+                        v = a * v + (1.0 - a) * (_pixel(bg, y, x, c, in_lut) if bg_mode != 1 else bg_colour[c])
                     out[y, x, c] = _enc(v, lut)
 
 
