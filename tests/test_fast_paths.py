@@ -405,14 +405,15 @@ def test_frame_views_make_each_result_once_even_none():
     assert calls == ["pose", "faces"]
 
 
-def test_frame_views_big_reductions_come_from_the_half_size_copy(portrait_rgb):
-    """A 3x-or-more area shrink of an 8-bit copy is made from the half-size copy: close to the
-    direct average, the same whichever size is asked for first, and the half-size luma is the
-    luma of the half-size colour copy."""
+def test_frame_views_big_reductions_come_from_the_pyramid(portrait_rgb):
+    """A 3x-or-more area shrink of an 8-bit copy is made from the smallest 1/2, 1/4, ... copy
+    at least 1.5x its size (each the 2x2 average of the one above): close to the direct average,
+    the same whichever size is asked for first; the half-size luma is the luma of the half-size
+    colour copy, the smaller lumas its averages."""
     from relight.types import FrameViews
 
     frame = cv2.resize(portrait_rgb, (960, 540), interpolation=cv2.INTER_CUBIC)  # video-like: smooth
-    sizes = [(320, 180), (128, 72), (256, 144), (480, 270)]
+    sizes = [(320, 180), (128, 72), (256, 144), (480, 270), (64, 36), (240, 135)]
     first = FrameViews(frame)
     got = {s: first.resized("rgb8", *s) for s in sizes}
     other = FrameViews(frame)
@@ -424,8 +425,13 @@ def test_frame_views_big_reductions_come_from_the_half_size_copy(portrait_rgb):
         assert diff.mean() < 1.5 and np.percentile(diff, 99) <= 12, (s, diff.mean())  # (~1 and 8 here)
     half_grey = cv2.cvtColor(got[(480, 270)], cv2.COLOR_RGB2GRAY)
     assert np.array_equal(first.resized("grey", 480, 270), half_grey)
-    grey = first.resized("grey", 160, 90)
-    assert np.array_equal(grey, cv2.resize(half_grey, (160, 90), interpolation=cv2.INTER_AREA))
+    quarter_grey = cv2.resize(half_grey, (240, 135), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(first.resized("grey", 240, 135), quarter_grey)
+    grey = first.resized("grey", 160, 90)  # 1.5x the quarter-size copy: made from it
+    assert np.array_equal(grey, cv2.resize(quarter_grey, (160, 90), interpolation=cv2.INTER_AREA))
+    # 2.5x the half-size copy (the quarter is under 1.5x): made from the half
+    assert np.array_equal(got[(256, 144)], cv2.resize(got[(480, 270)], (256, 144), interpolation=cv2.INTER_AREA))
+    assert np.array_equal(got[(64, 36)], cv2.resize(got[(240, 135)], (64, 36), interpolation=cv2.INTER_AREA))
     # linear copies (float) and other interpolations are made from the full frame, as asked
     assert np.array_equal(first.resized("rgb8", 100, 50, cv2.INTER_LINEAR),
                           cv2.resize(frame, (100, 50), interpolation=cv2.INTER_LINEAR))
