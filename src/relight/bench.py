@@ -102,7 +102,8 @@ def add_bench_parser(subparsers, **kwargs) -> argparse.ArgumentParser:
                     "a fresh process with its peak memory, its ratio to the floor and its time per stage. "
                     "fps counts the frames after the first; model loading and the first frame are 'setup'. "
                     "Ends with the speed targets, met or not; an fps target is also shown at the transcode "
-                    "floor it was set against (720p 108 fps, 4K 14 fps), by the run's ratio to its floor.",
+                    f"floor it was set against (720p {REFERENCE_FLOOR_FPS['720p']:g} fps, 4K "
+                    f"{REFERENCE_FLOOR_FPS['4k']:g} fps), by the run's ratio to its floor.",
         **kwargs)
     p.add_argument("--sizes", default="360p,720p,1080p,4k", metavar="LIST",
                    help="comma-separated frame sizes: 360p (640x360), 720p (1280x720), 1080p (1920x1080), "
