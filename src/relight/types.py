@@ -93,7 +93,7 @@ class FrameViews:
         frame's 1/2, 1/4, 1/8 ... copies that is still at least 1.5x its size, each of those
         made from the one before by an exact 2x2 average (OpenCV's fast path): at 1080p that is
         ~5x cheaper than averaging the full frame over fractional areas (4K, 256 px from the
-        half-size copy: 6 ms, from the 1/8 copy: 0.3 ms), and differs from it by about half a
+        half-size copy: 6 ms, from the 1/8 copy: 0.7 ms), and differs from it by about half a
         level on average (the averaging windows do not line up exactly). The half-size luma is
         the luma of the half-size colour copy (no full-size luma is made), the smaller ones its
         2x2 averages. A linear copy of an 8-bit
