@@ -291,10 +291,11 @@ def test_python_api_frames_and_file(tmp_path, portrait_rgb, demo_clip):
     assert summary["frames"] == 30 and os.path.exists(tmp_path / "o.mkv")
 
 
-def test_blas_one_thread_during_a_run(tmp_path, demo_clip):
+def test_process_settings_during_a_run(tmp_path, demo_clip):
     """numpy imported before relight (so OPENBLAS_NUM_THREADS is not set in time) would leave
     OpenBLAS' spinning worker threads on: relight_file holds BLAS to one thread while it runs,
-    and restores the user's setting after."""
+    and restores the user's setting after. Likewise numpy's huge pages for large arrays are off
+    during the run and as the user had them after."""
     from threadpoolctl import threadpool_info, threadpool_limits
 
     from relight import RelightSettings, relight_file
@@ -302,15 +303,19 @@ def test_blas_one_thread_during_a_run(tmp_path, demo_clip):
     def blas_threads():
         return [d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"]
 
+    huge = getattr(np.core.multiarray, "_get_madvise_hugepage", lambda: None)
     if not blas_threads():
         pytest.skip("no BLAS library loaded")
     seen = []
+    before = huge()
     with threadpool_limits(limits=2, user_api="blas"):
         relight_file(demo_clip, str(tmp_path / "o.mp4"), RelightSettings(hdri="studio"), show_progress=False,
-                     on_frame=lambda n: seen.append(max(blas_threads())))
+                     on_frame=lambda n: seen.append((max(blas_threads()), huge())))
         after = max(blas_threads())
-    assert seen and set(seen) == {1}
+    assert seen and {b for b, _ in seen} == {1}
     assert after == 2
+    if before is not None:
+        assert {h for _, h in seen} == {False} and huge() == before
 
 
 def test_help_lists_every_option_with_default_and_range(capsys):

@@ -31,7 +31,7 @@ from .stages.perception import Perceiver
 from .stages.render import (PersonFields, RenderOptions, TargetHDRI, apply_fields, catchlights_on, deflickered,
                              eye_boxes, person_fields, upsample_fields)
 from .stages.temporal import FieldSmoother, FrameMotion, TemporalOptions, TemporalStabilizer
-from .threads import BackgroundWriter, InOrder, Prefetch, blas_one_thread, one_core_per_call
+from .threads import BackgroundWriter, InOrder, Prefetch, blas_one_thread, no_huge_pages, one_core_per_call
 from .types import FrameViews, Geometry, Perception, SourceLighting
 
 # videos up to this size run each OpenCV call and kernel on one core (see relight_file)
@@ -565,6 +565,7 @@ def relight_file(input_path: str, output_path: str, settings: RelightSettings = 
     start = perf_counter()
     with ExitStack() as stack:
         stack.enter_context(blas_one_thread())  # (its calls are small; its idle threads spin)
+        stack.enter_context(no_huge_pages())  # (each frame's new large arrays: faulted in faster)
         # every input is checked before the slow set-up (models) and before any output exists
         mattes = open_matte(matte, info) if matte else None
         if mattes is not None and hasattr(mattes, "close"):
