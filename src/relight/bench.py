@@ -423,6 +423,7 @@ def run_bench(sizes: Sequence[Tuple[str, int, int]], frames: Optional[int] = Non
     if frames is not None and frames < 2:
         raise UsageError(f"--frames must be at least 2, got {frames}")
     from .hdri import load_hdri
+    from .threads import no_huge_pages
 
     load_hdri(hdri)  # a bad --hdri fails now, before any clip is made
     say = log or (lambda text: None)
@@ -441,9 +442,10 @@ def run_bench(sizes: Sequence[Tuple[str, int, int]], frames: Optional[int] = Non
                 make_bench_clip(clip, n, w, h)
             row = {"size": name, "width": w, "height": h, "clip": str(clip)}
             say(f"bench: {name}: decode and transcode floor")
-            row["decode"] = measure_decode(str(clip))
             out = Path(tmp) / f"out_{w}x{h}.mp4"
-            row["floor"] = measure_floor(str(clip), str(out))
+            with no_huge_pages():  # (as in a relight run: the same memory setting for all)
+                row["decode"] = measure_decode(str(clip))
+                row["floor"] = measure_floor(str(clip), str(out))
             row["frames"] = row["floor"]["frames"]
             row["runs"] = {}
             for bg in ("hdri", "source") if source else ("hdri",):
