@@ -7,7 +7,8 @@ the same run:
 * **decode**: decoding the clip alone (PyAV, threaded decoder), frames per second;
 * **floor**: the transcode floor: decode, convert to RGB and back to yuv420p, and encode with libx264
   (preset veryfast, crf 18) to an mp4, in one process with decoding, conversion and encoding in
-  three threads with queues between them. Relighting cannot be faster than this;
+  three threads with queues between them (numpy's huge pages off, as in a relight run: see
+  :func:`relight.threads.no_huge_pages`). Relighting cannot be faster than this;
 * **relight**: ``relight_file(clip, out.mp4, RelightSettings(hdri=...))`` at default settings
   (HDRI background), and again with ``background="source"`` (unless ``--no-source``). Each run is
   a fresh child process (``python -m relight.bench --child ...``) so that its peak memory (RSS,
