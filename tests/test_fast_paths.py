@@ -215,6 +215,13 @@ def test_prefetch_passes_items_and_errors_in_order():
         for x in Prefetch(broken()):
             got.append(x)
     assert got == [1, 2]
+    # the initializer runs first, in the thread that produces the items (where fn runs)
+    import threading
+    where = []
+    items = list(Prefetch(range(3), fn=lambda i: (i, threading.get_ident()),
+                          initializer=lambda: where.append(threading.get_ident())))
+    assert [i for i, _ in items] == [0, 1, 2] and {t for _, t in items} == set(where)
+    assert where[0] != threading.get_ident()
 
 
 def test_background_writer_writes_in_order_and_reraises():

@@ -592,9 +592,12 @@ def relight_file(input_path: str, output_path: str, settings: RelightSettings = 
         ahead = 4 if info.width * info.height <= 4_000_000 else 1
         if one_core:
             stack.enter_context(one_core_per_call())
+        # (each thread that launches kernels holds them to its own core, as one_core_per_call
+        # does for this one: the decoder's guided filter too)
+        one_core_init = (lambda: kernels.set_threads(1)) if one_core else None
         frames_in = stack.enter_context(Prefetch(
-            source, depth=ahead, fn=lambda f: (f, relighter.prepare(f.rgb, has_matte=mattes is not None, time=f.time)))) \
-            if info.is_video else ((f, None) for f in source)
+            source, depth=ahead, fn=lambda f: (f, relighter.prepare(f.rgb, has_matte=mattes is not None, time=f.time)),
+            initializer=one_core_init)) if info.is_video else ((f, None) for f in source)
         writer = stack.enter_context(BackgroundWriter(sink)) if info.is_video else sink
         progress = Progress(info.frame_count if info.is_video else None, label="relight", enabled=show_progress)
         stack.callback(progress.close)
@@ -618,8 +621,7 @@ def relight_file(input_path: str, output_path: str, settings: RelightSettings = 
 
         # a video's frames are rendered in their own thread, one frame behind the analysis (the
         # render's heavy parts, OpenCV and the fused kernel, release the GIL)
-        renderer = stack.enter_context(InOrder(
-            relighter.render, depth=ahead, initializer=(lambda: kernels.set_threads(1)) if one_core else None)) \
+        renderer = stack.enter_context(InOrder(relighter.render, depth=ahead, initializer=one_core_init)) \
             if info.is_video else None
         for frame, views in frames_in:
             m = mattes.get(frame.index) if mattes is not None else None

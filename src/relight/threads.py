@@ -51,10 +51,13 @@ class Prefetch:
     ...     ...
 
     Closing (or leaving the ``with`` block / abandoning the loop and calling :meth:`close`)
-    stops the thread after the item it is producing."""
+    stops the thread after the item it is producing. ``initializer()`` runs first in that
+    thread (as :class:`InOrder`'s)."""
 
-    def __init__(self, iterable: Iterable, depth: int = 3, fn: Optional[Callable[[Any], Any]] = None):
+    def __init__(self, iterable: Iterable, depth: int = 3, fn: Optional[Callable[[Any], Any]] = None,
+                 initializer: Optional[Callable[[], Any]] = None):
         self._it = iter(iterable) if fn is None else map(fn, iterable)
+        self._initializer = initializer
         self.busy = 0.0  # seconds the thread spent producing items
         self._q: "queue.Queue" = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
@@ -63,6 +66,8 @@ class Prefetch:
 
     def _run(self) -> None:
         try:
+            if self._initializer is not None:
+                self._initializer()
             t = perf_counter()
             for item in self._it:
                 self.busy += perf_counter() - t
