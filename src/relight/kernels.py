@@ -196,11 +196,9 @@ if numba is not None:
                 am = matte[y, x]
                 a = am * weight
                 if a <= 0.0 and bg_mode != 2:
-                    # background only (most of a frame): the person is not needed there
-                    if bg_mode == 3:
-                        for c in range(3):
-                            out[y, x, c] = bg8[y, x, c]
-                    else:
+                    # background only (most of a frame): the person is not needed there (an
+                    # encoded background's row is in place already)
+                    if bg_mode != 3:
                         for c in range(3):
                             out[y, x, c] = _enc(_pixel(bg, y, x, c, in_lut) if bg_mode == 0 else bg_colour[c], lut)
                     continue
