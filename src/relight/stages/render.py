@@ -566,11 +566,12 @@ def apply_fields(img: np.ndarray, pf: PersonFields, perception: Perception, geom
     cv2.min(out, (amax, amax, amax, amax), dst=out)  # albedo (a bare float would only clip channel 0)
     origin = (0, 0) if box is None else (box[0], box[2])
     if pf.catchlights:
-        _remove_catchlights(out, perception, origin, (H, W))
+        openings = {}  # each eye's opening, made once for both steps
+        _remove_catchlights(out, perception, origin, (H, W), openings)
     cv2.multiply(out, diffuse, dst=out)
     cv2.add(out, spec, dst=out)
     if pf.catchlights:
-        _add_catchlights(out, perception, geometry, target, specular, opts, origin, (H, W))
+        _add_catchlights(out, perception, geometry, target, specular, opts, origin, (H, W), openings)
     return out
 
 
@@ -815,14 +816,16 @@ def _iris_circles(perception: Perception):
     landmarks 468-477: a centre and four points on the iris edge per eye)."""
     out = []
     for lm in perception.face_landmarks:
-        lm = np.asarray(lm, np.float64)
-        if lm.shape[0] < 478:
+        if len(lm) < 478:
             continue
-        for c in (468, 473):
-            ring = lm[c + 1:c + 5, :2]
-            r = float(np.mean(np.linalg.norm(ring - lm[c, :2], axis=1)))
+        # (ten points, in plain Python: this runs several times a frame, and numpy's per-call
+        # overhead was most of its cost)
+        iris = np.asarray(lm)[468:478, :2].tolist()
+        for c in (0, 5):
+            cx, cy = iris[c]
+            r = sum(math.hypot(x - cx, y - cy) for x, y in iris[c + 1:c + 5]) / 4.0
             if r >= 1.0:
-                out.append((float(lm[c, 0]), float(lm[c, 1]), r))
+                out.append((float(cx), float(cy), r))
     return out
 
 
@@ -862,26 +865,38 @@ def _eye_openings(perception: Perception, x0: int, x1: int, y0: int, y1: int) ->
     regions = face_mesh_regions()
     mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
     for lm in perception.face_landmarks:
-        xy = np.asarray(lm, np.float64)[:, :2] - (x0, y0)
+        lm = np.asarray(lm)
         for key in ("left_eye", "right_eye"):
-            hull = cv2.convexHull(np.round(xy[regions[key]] * 16).astype(np.int32))
+            xy = lm[regions[key], :2].astype(np.float64) - (x0, y0)  # (the contour's rows only)
+            hull = cv2.convexHull(np.round(xy * 16).astype(np.int32))
             cv2.fillConvexPoly(mask, hull, 255, lineType=cv2.LINE_AA, shift=4)
     return mask.astype(np.float32) / np.float32(255.0)
 
 
-def _remove_catchlights(albedo: np.ndarray, perception: Perception, origin=(0, 0), size=None) -> None:
+def _openings_of(perception: Perception, box, memo: Optional[dict]) -> np.ndarray:
+    """:func:`_eye_openings` over the frame box (x0, x1, y0, y1), kept in ``memo`` if given."""
+    if memo is None:
+        return _eye_openings(perception, *box)
+    if box not in memo:
+        memo[box] = _eye_openings(perception, *box)
+    return memo[box]
+
+
+def _remove_catchlights(albedo: np.ndarray, perception: Perception, origin=(0, 0), size=None,
+                        openings: Optional[dict] = None) -> None:
     """The input's own catchlights (reflections of the source lights in the cornea) are not
     albedo: in the visible part of each iris, pixels brighter than the iris' typical level are
     brought down to it. Only the inner 70% of the landmark circle is searched: its rim often
     lies on the white of the eye (the circle is a few pixels off), which must stay white.
-    ``albedo`` is the frame (``size`` (H, W)) or a patch of it whose top-left is ``origin``."""
+    ``albedo`` is the frame (``size`` (H, W)) or a patch of it whose top-left is ``origin``;
+    ``openings``: a dict that keeps each eye's opening for :func:`_add_catchlights`."""
     oy, ox = origin
     for cx, cy, r, (x0, x1, y0, y1), _ in _irises_in_patch(perception, origin, albedo.shape,
                                                             size or albedo.shape[:2]):
         patch = albedo[y0:y1, x0:x1]
         yy, xx = np.mgrid[y0:y1, x0:x1]
         inside = ((xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= (0.7 * r) ** 2) & (
-            _eye_openings(perception, x0 + ox, x1 + ox, y0 + oy, y1 + oy) > 0.5)
+            _openings_of(perception, (x0 + ox, x1 + ox, y0 + oy, y1 + oy), openings) > 0.5)
         if inside.sum() < 3:
             continue
         lum = luminance(patch)
@@ -893,7 +908,8 @@ def _remove_catchlights(albedo: np.ndarray, perception: Perception, origin=(0, 0
 
 
 def _add_catchlights(out: np.ndarray, perception: Perception, geometry: Geometry, target: TargetLighting,
-                     specular: float, opts: RenderOptions, origin=(0, 0), size=None) -> None:
+                     specular: float, opts: RenderOptions, origin=(0, 0), size=None,
+                     openings: Optional[dict] = None) -> None:
     """Mirror reflections of the target's dominant lights in each cornea: the iris is taken as a
     spherical cap (radius of curvature ~1.3 x the iris radius) on the eye's normal from the
     geometry, seen only inside the eye opening (:func:`_eye_openings`). Each light is a Gaussian
@@ -904,7 +920,8 @@ def _add_catchlights(out: np.ndarray, perception: Perception, geometry: Geometry
     was already in the input's iris (of the source room, about as bright), and adding the
     target's on top would veil the iris in a grey disc whose edge shows wherever the landmark
     circle and the real iris disagree.
-    ``out`` is the frame (``size`` (H, W)) or a patch of it whose top-left is ``origin``."""
+    ``out`` is the frame (``size`` (H, W)) or a patch of it whose top-left is ``origin``;
+    ``openings``: as :func:`_remove_catchlights`'."""
     H, W = size or out.shape[:2]
     oy, ox = origin
     nw = geometry.normals_at_work()
@@ -915,7 +932,7 @@ def _add_catchlights(out: np.ndarray, perception: Perception, geometry: Geometry
         dx, dy = (xx + 0.5 - cx) / (1.3 * r), -(yy + 0.5 - cy) / (1.3 * r)
         rr = dx * dx + dy * dy
         edge = np.clip((r - np.sqrt((xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2)) / 1.0, 0.0, 1.0)
-        edge *= _eye_openings(perception, x0 + ox, x1 + ox, y0 + oy, y1 + oy)
+        edge *= _openings_of(perception, (x0 + ox, x1 + ox, y0 + oy, y1 + oy), openings)
         if not (edge > 0).any():
             continue
         axis = axis / max(float(np.linalg.norm(axis)), 1e-6)
