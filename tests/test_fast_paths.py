@@ -77,6 +77,36 @@ def test_fused_kernel_pieces_against_numpy():
     assert not np.array_equal(without, out)  # (the soft edges are decontaminated only with them)
 
 
+def test_fused_kernel_holds_codes_as_the_reference_encoding_does():
+    """With the previous frame's codes (``held``), the kernel keeps a person's pixel at its held
+    code while its exact code is within 0.5 + hold of it, as linear_to_srgb8 does; the
+    background is never held."""
+    rng = np.random.default_rng(11)
+    H, W, h, w = 47, 61, 10, 14
+    lin = rng.random((H, W, 3), dtype=np.float32)
+    matte = np.clip(rng.random((H, W), dtype=np.float32) * 1.4 - 0.2, 0, 1)
+    matte[:6] = 0
+    fields = rng.random((h, w, 12), dtype=np.float32)
+    bg = rng.random((H, W, 3), dtype=np.float32)
+    kw = dict(gain=1.1, amax=0.9, strength=1.0, knee=TONE_KNEE, lut=LINEAR_TO_SRGB8_LUT)
+    plain = kernels.fused_composite8(lin, lin, fields, matte, 0.9, bg, **kw)
+    person = (matte > 0)[..., None] & np.ones(3, bool)
+    for step, hold, kept in ((0, 0.2, (1.0, 1.0)), (1, 0.2, (0.12, 0.28)), (-1, 0.2, (0.12, 0.28)),
+                             (1, 0.0, (0.0, 0.0)), (2, 0.2, (0.0, 0.0)), (1, 0.6, (0.5, 0.7))):
+        held = np.clip(plain.astype(int) + step, 0, 255).astype(np.uint8)
+        got = kernels.fused_composite8(lin, lin, fields, matte, 0.9, bg, held=held, hold=hold, **kw)
+        assert np.array_equal(got[~person], plain[~person])  # (the background: as without)
+        is_held = got == held
+        assert np.all(is_held | (got == plain))
+        moved = person & (held != plain)
+        share = is_held[moved].mean() if moved.any() else 1.0
+        # the exact codes are spread evenly over (plain - 0.5, plain + 0.5): a held code one
+        # level away is kept where the exact one is within 0.5 + hold of it, ~hold of the time
+        assert kept[0] <= share <= kept[1], (step, hold, share)
+    with pytest.raises(ValueError):
+        kernels.fused_composite8(lin, lin, fields, matte, 0.9, bg, held=plain[1:], hold=0.2, **kw)
+
+
 def test_fused_kernel_copies_an_encoded_background():
     """A background given already encoded (encode8: a static one, encoded once) is copied where
     there is no person, and the output is exactly the one without it."""

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from relight import RelightSettings, Relighter
+from relight.colour import linear_to_srgb8, srgb_to_linear
 from relight.demo import demo_frames, load_portrait
 from relight.evaluate_video import StabilityMeter, cmd_eval_video, format_table, main_eval_video
 from relight.stages.render import deflickered
@@ -504,6 +505,40 @@ def test_autorotate_follows_frame_time(portrait_rgb):
     d = [_mad(a[i], a[i - 1]) for i in range(1, 7)]
     assert max(d) > 0
     assert max(d) < 2.5 * max(min(d), 0.05)
+
+
+def test_srgb8_hold_keeps_a_code_while_the_value_stays_near_it():
+    """The 8-bit encoding's hysteresis: a held code is kept while the exact code is within
+    0.5 + hold of it, otherwise the value is rounded as usual; only where asked."""
+    exact = np.array([100.1, 100.45, 100.55, 100.6, 100.8, 101.4, 99.4])
+    lin = np.repeat(srgb_to_linear((exact / 255.0).astype(np.float32))[None, :, None], 3, axis=2)
+    plain = linear_to_srgb8(lin)[0, :, 0]
+    assert plain.tolist() == [100, 100, 101, 101, 101, 101, 99]
+    held = np.full(lin.shape, 100, np.uint8)
+    assert linear_to_srgb8(lin, held=held, hold=0.2)[0, :, 0].tolist() == [100, 100, 100, 100, 101, 101, 100]
+    assert linear_to_srgb8(lin, held=held, hold=0.0)[0, :, 0].tolist() == plain.tolist()
+    where = np.array([[True] * 3 + [False] * 4])
+    assert linear_to_srgb8(lin, held=held, hold=0.2, where=where)[0, :, 0].tolist() == [100, 100, 100, 101, 101, 101,
+                                                                                        99]
+
+
+def test_output_hold_removes_one_level_shimmer(portrait_rgb):
+    """A still subject under a slowly turning light: the relit values change by a fraction of a
+    level a frame, which plain rounding turns into codes flipping back and forth; with the hold,
+    far fewer pixels change from frame to frame, and every frame stays within a level of the
+    plain rounding's."""
+    s = RelightSettings(hdri="sunset", autorotate=2.0, background="#336699")  # (a background that stays still)
+    frames = [portrait_rgb] * 16
+    held, _ = _run(frames, s)
+    plain, _ = _run(frames, s, temporal=TemporalOptions(output_hold=0.0))
+    assert np.array_equal(held[0], plain[0])  # (nothing to hold on a shot's first frame)
+
+    def changed(outs):
+        return np.mean([(outs[i] != outs[i - 1]).any(axis=-1).mean() for i in range(4, len(outs))])
+
+    assert changed(held) < 0.3 * changed(plain), (changed(held), changed(plain))  # (~0.15 here)
+    for a, b in zip(held, plain):
+        assert int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max()) <= 1
 
 
 def test_autorotate_exposes_each_frame_as_its_pan(portrait_rgb):

@@ -5,6 +5,8 @@ Rec.709. This module is the only place that converts between the two.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import cv2
 import numpy as np
 
@@ -18,9 +20,9 @@ del _c
 # linear -> uint8 sRGB through a fine lookup table on [0, 1] (4096 steps is below 8-bit precision)
 _LUT_N = 4096
 _x = np.linspace(0.0, 1.0, _LUT_N + 1, dtype=np.float64)
-_LINEAR_TO_SRGB8 = np.clip(
-    np.round(255.0 * np.where(_x <= 0.0031308, 12.92 * _x, 1.055 * np.power(_x, 1 / 2.4) - 0.055)), 0, 255
-).astype(np.uint8)
+# (4097,) float64: the sRGB code (0..255, not rounded) at index round(clip(v, 0, 1) * 4096)
+LINEAR_TO_SRGB_CODES = 255.0 * np.where(_x <= 0.0031308, 12.92 * _x, 1.055 * np.power(_x, 1 / 2.4) - 0.055)
+_LINEAR_TO_SRGB8 = np.clip(np.round(LINEAR_TO_SRGB_CODES), 0, 255).astype(np.uint8)
 del _x
 LINEAR_TO_SRGB8_LUT = _LINEAR_TO_SRGB8  # (4097,) uint8: index round(clip(v, 0, 1) * 4096)
 
@@ -47,10 +49,24 @@ def linear_to_srgb_float(img: np.ndarray) -> np.ndarray:
     return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055).astype(np.float32)
 
 
-def linear_to_srgb8(img: np.ndarray) -> np.ndarray:
-    """Linear float -> uint8 sRGB (values outside [0, 1] are clipped)."""
-    idx = np.clip(img, 0.0, 1.0) * _LUT_N + 0.5
-    return _LINEAR_TO_SRGB8[idx.astype(np.int32)]
+def linear_to_srgb8(img: np.ndarray, held: Optional[np.ndarray] = None, hold: float = 0.0,
+                    where: Optional[np.ndarray] = None) -> np.ndarray:
+    """Linear float -> uint8 sRGB (values outside [0, 1] are clipped).
+
+    With ``held`` (uint8, the same shape: the previous frame's codes) and ``hold`` > 0, the
+    encoding has hysteresis: a value whose exact code (:data:`LINEAR_TO_SRGB_CODES`) is within
+    0.5 + ``hold`` of the held code keeps that code instead of its rounding, so a value that
+    wavers by less than a level around a rounding boundary does not flip between two codes
+    from frame to frame (the error stays below 0.5 + ``hold`` levels). ``where`` (bool, the
+    image's shape without channels): only there."""
+    idx = (np.clip(img, 0.0, 1.0) * _LUT_N + 0.5).astype(np.int32)
+    out = _LINEAR_TO_SRGB8[idx]
+    if held is None or hold <= 0:
+        return out
+    keep = np.abs(LINEAR_TO_SRGB_CODES[idx] - held) < 0.5 + float(hold)
+    if where is not None:
+        keep &= where[..., None]
+    return np.where(keep, held, out)
 
 
 def to_linear(rgb: np.ndarray) -> np.ndarray:

@@ -59,7 +59,7 @@ try:  # pragma: no cover - exercised implicitly
 except ImportError:  # pragma: no cover
     numba = None
 
-from .colour import SRGB8_TO_LINEAR
+from .colour import LINEAR_TO_SRGB_CODES, SRGB8_TO_LINEAR
 
 # background modes of :func:`fused_composite8`
 BG_IMAGE = 0  # a full-resolution display-linear image
@@ -151,10 +151,20 @@ if numba is not None:
             return lut[lut.shape[0] - 1]
         return lut[int(v * (lut.shape[0] - 1) + 0.5)]
 
+    @njit(cache=True, fastmath=True, inline="always")
+    def _enc_held(v, lut, codes, held, limit):
+        # _enc with hysteresis (relight.colour.linear_to_srgb8's ``held``): the held code is
+        # kept while the exact code is within ``limit`` of it
+        i = 0 if v <= 0.0 else (lut.shape[0] - 1 if v >= 1.0 else int(v * (lut.shape[0] - 1) + 0.5))
+        if abs(codes[i] - float(held)) < limit:
+            return held
+        return lut[i]
+
     @njit(cache=True, parallel=True, fastmath=True, nogil=True)
     def _fused(person_in, lin, fields, edges, y0, y1, fy, x0, x1, fx, matte, weight, bg, bg8, bg_mode, bg_colour,
-               gain, amax, strength, knee, lut, in_lut, edge_lo, edge_fade, edge_hi, out):
+               gain, amax, strength, knee, lut, in_lut, edge_lo, edge_fade, edge_hi, held, limit, codes, out):
         H, W = matte.shape
+        holds = held.shape[0] == H and held.shape[1] == W
         decont = edges.shape[2] >= N_EDGE_FIELDS
         span = 1.0 - knee
         for y in prange(H):
@@ -233,7 +243,10 @@ if numba is not None:
                         v = strength * v + (1.0 - strength) * _pixel(lin, y, x, c, in_lut)
                     if not opaque:
                         v = a * v + (1.0 - a) * (_pixel(bg, y, x, c, in_lut) if bg_mode != 1 else bg_colour[c])
-                    out[y, x, c] = _enc(v, lut)
+                    if holds and a > 0.0:
+                        out[y, x, c] = _enc_held(v, lut, codes, held[y, x, c], limit)
+                    else:
+                        out[y, x, c] = _enc(v, lut)
 
 
 if numba is not None:
@@ -568,7 +581,8 @@ if numba is not None:
 def fused_composite8(person_in: np.ndarray, lin: np.ndarray, fields: np.ndarray, matte: np.ndarray,
                      weight: float, background, *, gain: float, amax: float, strength: float, knee: float,
                      lut: np.ndarray, transparent: bool = False, edge_band=(0.02, 0.9, 0.98),
-                     background8: Optional[np.ndarray] = None, edges: Optional[np.ndarray] = None) -> np.ndarray:
+                     background8: Optional[np.ndarray] = None, edges: Optional[np.ndarray] = None,
+                     held: Optional[np.ndarray] = None, hold: float = 0.0) -> np.ndarray:
     """One pass: relit person (fields applied to ``person_in``, times ``gain``), tone curve,
     ``strength`` blend with ``lin``, over ``background`` with alpha ``matte * weight``, 8-bit sRGB.
 
@@ -584,7 +598,9 @@ def fused_composite8(person_in: np.ndarray, lin: np.ndarray, fields: np.ndarray,
     ``background``: (H, W, 3) display-linear image (float32, or uint8 sRGB), a length-3 colour,
     or None with ``transparent`` (then the output is the relit person alone). ``background8``:
     optionally, the image background encoded by :func:`encode8` (or, for a uint8 background,
-    itself): its pixels are copied where there is no person. Returns (H, W, 3) uint8."""
+    itself): its pixels are copied where there is no person. ``held`` (H, W, 3) uint8 and
+    ``hold`` > 0: the person's pixels (alpha > 0) are encoded with that hysteresis, as
+    :func:`relight.colour.linear_to_srgb8` does with them. Returns (H, W, 3) uint8."""
     H, W = matte.shape
     h, w = fields.shape[:2]
     if edges is None and fields.shape[2] >= N_FIELDS + N_EDGE_FIELDS:
@@ -607,11 +623,18 @@ def fused_composite8(person_in: np.ndarray, lin: np.ndarray, fields: np.ndarray,
             mode, bg8 = BG_IMAGE8, np.ascontiguousarray(background8, np.uint8)
             if bg8.shape != bg.shape:
                 raise ValueError(f"background8 has shape {bg8.shape}, the background {bg.shape}")
+    if held is not None and hold > 0:
+        if held.shape != (H, W, 3) or held.dtype != np.uint8:
+            raise ValueError(f"held must be ({H}, {W}, 3) uint8, got {held.shape} {held.dtype}")
+        held = np.ascontiguousarray(held)
+    else:
+        held = _DUMMY_IMAGE8
     out = np.empty((H, W, 3), np.uint8)
     args = (_image(person_in), _image(lin), _contig(fields), _DUMMY_FIELD if edges is None else _contig(edges),
             y0, y1, fy, x0, x1, fx, _contig(matte),
             np.float32(weight), bg, bg8, mode, colour, np.float32(gain), np.float32(amax), np.float32(strength),
-            np.float32(knee), lut, SRGB8_TO_LINEAR, *(np.float32(e) for e in edge_band), out)
+            np.float32(knee), lut, SRGB8_TO_LINEAR, *(np.float32(e) for e in edge_band),
+            held, 0.5 + float(hold), LINEAR_TO_SRGB_CODES, out)
     with _launch():
         _fused(*args)
     return out

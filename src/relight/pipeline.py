@@ -30,7 +30,7 @@ from .stages.lighting import estimate_source_lighting
 from .stages.perception import Perceiver
 from .stages.render import (PersonFields, RenderOptions, TargetHDRI, apply_fields, catchlights_on, deflickered,
                              eye_boxes, person_fields, upsample_fields)
-from .stages.temporal import FieldSmoother, FrameMotion, TemporalOptions, TemporalStabilizer
+from .stages.temporal import FieldSmoother, FrameMotion, OutputHold, TemporalOptions, TemporalStabilizer
 from .threads import BackgroundWriter, InOrder, Prefetch, blas_one_thread, no_huge_pages, one_core_per_call
 from .types import FrameViews, Geometry, Perception, SourceLighting
 
@@ -96,6 +96,7 @@ class Relighter:
             self.temporal = TemporalStabilizer(temporal if isinstance(temporal, TemporalOptions) else None)
         # the render's own temporal state (it may run a frame behind, in another thread)
         self._field_smoother = FieldSmoother(self.temporal.options) if self.temporal is not None else None
+        self._output_hold = OutputHold(self.temporal.options) if self.temporal is not None else None
         # a perceiver passed in (shared between several Relighters) is the caller's to close
         self._own_perceiver = perceiver is None
         if perceiver is None:
@@ -138,6 +139,7 @@ class Relighter:
         if self.temporal is not None:
             self.temporal.reset()
             self._field_smoother.clear()
+            self._output_hold.clear()
         self.perceiver.reset(faces=True)
         self._last = None
         self._shading = None
@@ -362,6 +364,7 @@ class Relighter:
             # no person: the frame passes through (only the background is made)
             if self._field_smoother is not None:
                 self._field_smoother.clear()
+                self._output_hold.clear()
             zero = np.zeros((h, w), np.float32)
             lin = plan.lin
             background = maker.make(plan.index, lin, zero, pan, self.exposure_at(pan))
@@ -406,6 +409,10 @@ class Relighter:
         background = maker.make(plan.index, lin, m, pan, exposure)
         out = composite_stage.composite(person, lin, m, background, strength=s.strength,
                                         scene_linear=plan.scene_linear, background_is_scene=(maker.kind == "hdri"))
+        if plan.encode8 and not plan.scene_linear and self._output_hold is not None:
+            held = self._output_hold.previous(plan.motion, out.rgb.shape)
+            out.rgb8 = linear_to_srgb8(out.rgb, held=held, hold=self._output_hold.hold, where=m > 0)
+            self._output_hold.keep(out.rgb8)
         self.timer.add("composite", t)
         return out
 
@@ -413,7 +420,8 @@ class Relighter:
         """Decontaminate the soft edges, apply the person's fields, tone-map, composite and
         encode to 8-bit sRGB in one pass (:func:`relight.kernels.fused_composite8`, reading an
         8-bit frame's pixels as they are); the few pixels of the eyes' catchlights are then
-        redone with the numpy reference steps."""
+        redone with the numpy reference steps. The person's pixels are encoded with the
+        hysteresis of :class:`~relight.stages.temporal.OutputHold` (as the numpy path's are)."""
         s = self.settings
         perception, geometry, weight, index = plan.perception, plan.geometry, plan.weight, plan.index
         matte = perception.matte
@@ -427,12 +435,15 @@ class Relighter:
             bg = maker.make_display(index, plan.lin if maker.reads_input else None, alpha, pan, exposure)
             bg8 = self._encoded_background(bg)
         transparent = maker.transparent
+        keeper = self._output_hold
+        held = keeper.previous(plan.motion, (H, W, 3)) if keeper is not None else None
+        hold = keeper.hold if held is not None else 0.0
         rgb8 = kernels.fused_composite8(pixels, pixels, pf.fields, matte, weight, bg, edges=work.edges,
                                         gain=gain, amax=pf.albedo_max,
                                         strength=s.strength, knee=TONE_KNEE, lut=LINEAR_TO_SRGB8_LUT,
                                         transparent=transparent, background8=bg8,
                                         edge_band=(composite_stage.EDGE_LO, composite_stage.EDGE_FADE,
-                                                   composite_stage.EDGE_HI))
+                                                   composite_stage.EDGE_HI), held=held, hold=hold)
         if pf.catchlights:
             for box in eye_boxes(perception, pf.size):
                 y0, y1, x0, x1 = box
@@ -449,7 +460,10 @@ class Relighter:
                 patch_bg = None if bg is None else (bg if np.ndim(bg) == 1 else to_linear(bg[y0:y1, x0:x1]))
                 comp = composite_stage.composite(person, lin, alpha[y0:y1, x0:x1], patch_bg,
                                                  strength=s.strength, scene_linear=False, background_is_scene=False)
-                rgb8[y0:y1, x0:x1] = linear_to_srgb8(comp.rgb)
+                rgb8[y0:y1, x0:x1] = linear_to_srgb8(comp.rgb, held=None if held is None else held[y0:y1, x0:x1],
+                                                     hold=hold, where=alpha[y0:y1, x0:x1] > 0)
+        if keeper is not None:
+            keeper.keep(rgb8)
         return composite_stage.Composite(rgb=None, alpha=alpha if transparent else None, scene_linear=False,
                                          rgb8=rgb8)
 
