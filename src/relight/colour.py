@@ -5,7 +5,8 @@ Rec.709. This module is the only place that converts between the two.
 """
 from __future__ import annotations
 
-from typing import Optional
+from functools import lru_cache
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np
@@ -49,6 +50,18 @@ def linear_to_srgb_float(img: np.ndarray) -> np.ndarray:
     return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055).astype(np.float32)
 
 
+@lru_cache(maxsize=8)
+def hold_bounds(hold: float) -> Tuple[np.ndarray, np.ndarray]:
+    """For each 8-bit code k, the range lo[k]..hi[k] (int32, inclusive) of the indices of
+    :data:`LINEAR_TO_SRGB8_LUT` whose exact code lies within 0.5 + ``hold`` of k: the values that
+    keep a held code k (see :func:`linear_to_srgb8`)."""
+    k = np.arange(256, dtype=np.float64)
+    limit = 0.5 + float(hold)
+    lo = np.searchsorted(LINEAR_TO_SRGB_CODES, k - limit, side="right").astype(np.int32)
+    hi = (np.searchsorted(LINEAR_TO_SRGB_CODES, k + limit, side="left") - 1).astype(np.int32)
+    return lo, hi
+
+
 def linear_to_srgb8(img: np.ndarray, held: Optional[np.ndarray] = None, hold: float = 0.0,
                     where: Optional[np.ndarray] = None) -> np.ndarray:
     """Linear float -> uint8 sRGB (values outside [0, 1] are clipped).
@@ -63,7 +76,8 @@ def linear_to_srgb8(img: np.ndarray, held: Optional[np.ndarray] = None, hold: fl
     out = _LINEAR_TO_SRGB8[idx]
     if held is None or hold <= 0:
         return out
-    keep = np.abs(LINEAR_TO_SRGB_CODES[idx] - held) < 0.5 + float(hold)
+    lo, hi = hold_bounds(hold)
+    keep = (idx >= lo[held]) & (idx <= hi[held])
     if where is not None:
         keep &= where[..., None]
     return np.where(keep, held, out)

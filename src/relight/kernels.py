@@ -59,7 +59,7 @@ try:  # pragma: no cover - exercised implicitly
 except ImportError:  # pragma: no cover
     numba = None
 
-from .colour import LINEAR_TO_SRGB_CODES, SRGB8_TO_LINEAR
+from .colour import SRGB8_TO_LINEAR, hold_bounds
 
 # background modes of :func:`fused_composite8`
 BG_IMAGE = 0  # a full-resolution display-linear image
@@ -152,17 +152,17 @@ if numba is not None:
         return lut[int(v * (lut.shape[0] - 1) + 0.5)]
 
     @njit(cache=True, fastmath=True, inline="always")
-    def _enc_held(v, lut, codes, held, limit):
-        # _enc with hysteresis (relight.colour.linear_to_srgb8's ``held``): the held code is
-        # kept while the exact code is within ``limit`` of it
+    def _enc_held(v, lut, held, lo, hi):
+        # _enc with hysteresis (relight.colour.linear_to_srgb8's ``held``): the held code k is
+        # kept while the table index is in lo[k]..hi[k] (relight.colour.hold_bounds)
         i = 0 if v <= 0.0 else (lut.shape[0] - 1 if v >= 1.0 else int(v * (lut.shape[0] - 1) + 0.5))
-        if abs(codes[i] - float(held)) < limit:
+        if i >= lo[held] and i <= hi[held]:
             return held
         return lut[i]
 
     @njit(cache=True, parallel=True, fastmath=True, nogil=True)
     def _fused(person_in, lin, fields, edges, y0, y1, fy, x0, x1, fx, matte, weight, bg, bg8, bg_mode, bg_colour,
-               gain, amax, strength, knee, lut, in_lut, edge_lo, edge_fade, edge_hi, held, limit, codes, out):
+               gain, amax, strength, knee, lut, in_lut, edge_lo, edge_fade, edge_hi, held, hold_lo, hold_hi, out):
         H, W = matte.shape
         holds = held.shape[0] == H and held.shape[1] == W
         decont = edges.shape[2] >= N_EDGE_FIELDS
@@ -244,7 +244,7 @@ if numba is not None:
                     if not opaque:
                         v = a * v + (1.0 - a) * (_pixel(bg, y, x, c, in_lut) if bg_mode != 1 else bg_colour[c])
                     if holds and a > 0.0:
-                        out[y, x, c] = _enc_held(v, lut, codes, held[y, x, c], limit)
+                        out[y, x, c] = _enc_held(v, lut, held[y, x, c], hold_lo, hold_hi)
                     else:
                         out[y, x, c] = _enc(v, lut)
 
@@ -627,14 +627,15 @@ def fused_composite8(person_in: np.ndarray, lin: np.ndarray, fields: np.ndarray,
         if held.shape != (H, W, 3) or held.dtype != np.uint8:
             raise ValueError(f"held must be ({H}, {W}, 3) uint8, got {held.shape} {held.dtype}")
         held = np.ascontiguousarray(held)
+        hold_lo, hold_hi = hold_bounds(hold)
     else:
-        held = _DUMMY_IMAGE8
+        held, hold_lo, hold_hi = _DUMMY_IMAGE8, _DUMMY_BOUNDS, _DUMMY_BOUNDS
     out = np.empty((H, W, 3), np.uint8)
     args = (_image(person_in), _image(lin), _contig(fields), _DUMMY_FIELD if edges is None else _contig(edges),
             y0, y1, fy, x0, x1, fx, _contig(matte),
             np.float32(weight), bg, bg8, mode, colour, np.float32(gain), np.float32(amax), np.float32(strength),
             np.float32(knee), lut, SRGB8_TO_LINEAR, *(np.float32(e) for e in edge_band),
-            held, 0.5 + float(hold), LINEAR_TO_SRGB_CODES, out)
+            held, hold_lo, hold_hi, out)
     with _launch():
         _fused(*args)
     return out
@@ -854,6 +855,7 @@ if numba is not None:
 
 _DUMMY_IMAGE = np.zeros((1, 1, 3), np.float32)
 _DUMMY_IMAGE8 = np.zeros((1, 1, 3), np.uint8)
+_DUMMY_BOUNDS = np.zeros(256, np.int32)
 _DUMMY_COLOUR = np.zeros(3, np.float32)
 _DUMMY_PLANE = np.zeros((1, 1), np.float32)
 _DUMMY_FIELD = np.zeros((1, 1, 1), np.float32)
