@@ -19,6 +19,10 @@ above rather than towards none (real-world illumination is brighter from above: 
 sun; in HDRI collections the band-1 "up" coefficient averages about 0.3-0.4 of the constant
 one, ``prior_up``).
 
+Where the input clips (8-bit video at its white: a face overexposed by a hard light), a pixel
+only says that the radiance is at least the clip: such samples are fitted as lower bounds
+(censored), so the lit side still counts without pulling the fit down to the clip.
+
 The irradiance is then regularised so it never goes near zero over the visible hemisphere of
 normals (no division blow-ups in the de-lighting).
 """
@@ -56,7 +60,9 @@ class LightingOptions:
     floor: float = 0.2  # min irradiance over the visible hemisphere, fraction of its mean
     dark_level: float = 0.003  # ignore pixels darker than this (linear luminance) ...
     dark_fraction: float = 0.04  # ... or darker than this fraction of the 90th percentile
-    clip_level: float = 0.97  # ignore pixels with a channel at/above this (8-bit input clips at 1)
+    # a channel at/above this in display-referred input (8-bit clips at 1) is censored: the
+    # radiance there is at least that, so it only counts where the fit predicts less
+    clip_level: float = 0.97
     robust_iters: int = 3
     robust_scale: float = 0.15  # relative luminance residual at which a sample's weight halves
     min_nz: float = 0.0  # ignore normals more grazing than this (specular sheen, worst normals)
@@ -99,8 +105,6 @@ def estimate_source_lighting(input_linear: np.ndarray, perception: Perception, g
         return _fallback(img, matte, opts)
     p90 = float(np.percentile(lum[valid], 90))
     valid &= lum > max(opts.dark_level, opts.dark_fraction * p90)
-    if float(img.max()) <= 1.0001:  # display-referred input: clipped pixels are not radiance
-        valid &= img.max(axis=-1) < opts.clip_level
     if valid.sum() < opts.min_pixels:
         return _fallback(img, matte, opts)
 
@@ -110,9 +114,17 @@ def estimate_source_lighting(input_linear: np.ndarray, perception: Perception, g
     N = normals.reshape(-1, 3)[idx].astype(np.float64)
     I = img.reshape(-1, 3)[idx].astype(np.float64)
     pw = np.clip(face.reshape(-1)[idx] if has_face else matte.reshape(-1)[idx], 0.05, 1.0).astype(np.float64)
+    # display-referred input: a clipped channel says only that the radiance is at least that much.
+    # Left out, the brightest, directly lit side of a face under a hard light would be missing
+    # from the fit, which then reads the light as weaker and more frontal than it is
+    censored = (I >= opts.clip_level).any(axis=1) if float(img.max()) <= 1.0001 else None
 
-    a, w_fit = _robust_fit(N, I, pw, opts)
+    a, w_fit = _robust_fit(N, I, pw, opts, censored)
     a = _regularise_positive(a, opts.floor)
+    if censored is not None and (~censored).sum() >= opts.min_pixels:
+        # a clipped pixel's colour and level are not the surface's: the colour split and the
+        # scale below use the others
+        N, I, w_fit = N[~censored], I[~censored], w_fit[~censored]
 
     # -- albedo / light-colour split
     mean_rgb = np.maximum((w_fit[:, None] * I).sum(0) / max(float(w_fit.sum()), 1e-12), 1e-8)
@@ -196,13 +208,19 @@ def _feature_mask(faces, h, w, scale) -> np.ndarray:
     return mask.astype(bool)
 
 
-def _robust_fit(N, I, prior_w, opts: LightingOptions):
+def _robust_fit(N, I, prior_w, opts: LightingOptions, censored=None):
     """Ridge-regularised IRLS fit of I (n, 3) ~ Y(N) a -> (a (9, 3), final sample weights).
 
     The luminance is fitted with a ridge towards the prior (the shape of the lighting: no
     direction but light from above, ``opts.prior_up``); each channel is then fitted with a ridge
     towards that shape scaled to the channel's level, so colour differences between directions
-    need stronger evidence than the shape itself."""
+    need stronger evidence than the shape itself. ``censored`` (n,) bool: samples whose value is
+    a lower bound (a clipped channel); the first iteration leaves them all out, each later one
+    those that the last fit already predicts at least as bright (the constraint holds), and fits
+    the rest at their value, so a clipped, directly lit side pulls the fit up to the clip and no
+    further (an active-set form of censored regression)."""
+    if censored is not None and not censored.any():
+        censored = None
     Y = sh_basis(N).astype(np.float64)
     luma = REC709_LUMA.astype(np.float64)
     band = np.array([0, 1, 1, 1, 2, 2, 2, 2, 2])
@@ -213,6 +231,8 @@ def _robust_fit(N, I, prior_w, opts: LightingOptions):
     a = np.zeros((9, 3))
     a_l = None
     for it in range(max(1, opts.robust_iters)):
+        if censored is not None:  # (the first fit without them, as a start)
+            w = np.where(censored & (pred @ luma >= lum) if it > 0 else censored, 0.0, w)
         Yw = Y * w[:, None]
         A = Y.T @ Yw
         energy = np.trace(A) / 9.0
