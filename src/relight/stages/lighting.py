@@ -19,9 +19,10 @@ above rather than towards none (real-world illumination is brighter from above: 
 sun; in HDRI collections the band-1 "up" coefficient averages about 0.3-0.4 of the constant
 one, ``prior_up``).
 
-Where the input clips (8-bit video at its white: a face overexposed by a hard light), a pixel
-only says that the radiance is at least the clip: such samples are fitted as lower bounds
-(censored), so the lit side still counts without pulling the fit down to the clip.
+Where the input clips (8-bit video at its white: a face overexposed by a hard light), the lit
+side still counts: a clipped red (skin clips in red first) or blue channel is rebuilt from the
+pixel's green, and where green clips too the pixel only says that the radiance is at least the
+clip, so it is fitted as a lower bound (censored) and does not pull the fit down to the clip.
 
 The irradiance is then regularised so it never goes near zero over the visible hemisphere of
 normals (no division blow-ups in the de-lighting).
@@ -60,8 +61,8 @@ class LightingOptions:
     floor: float = 0.2  # min irradiance over the visible hemisphere, fraction of its mean
     dark_level: float = 0.003  # ignore pixels darker than this (linear luminance) ...
     dark_fraction: float = 0.04  # ... or darker than this fraction of the 90th percentile
-    # a channel at/above this in display-referred input (8-bit clips at 1) is censored: the
-    # radiance there is at least that, so it only counts where the fit predicts less
+    # a channel at/above this in display-referred input (8-bit clips at 1) is clipped: a red or
+    # blue one is rebuilt from green, a clipped green makes the pixel a lower bound (censored)
     clip_level: float = 0.97
     robust_iters: int = 3
     robust_scale: float = 0.15  # relative luminance residual at which a sample's weight halves
@@ -116,8 +117,11 @@ def estimate_source_lighting(input_linear: np.ndarray, perception: Perception, g
     pw = np.clip(face.reshape(-1)[idx] if has_face else matte.reshape(-1)[idx], 0.05, 1.0).astype(np.float64)
     # display-referred input: a clipped channel says only that the radiance is at least that much.
     # Left out, the brightest, directly lit side of a face under a hard light would be missing
-    # from the fit, which then reads the light as weaker and more frontal than it is
-    censored = (I >= opts.clip_level).any(axis=1) if float(img.max()) <= 1.0001 else None
+    # from the fit, which then reads the light as weaker and more frontal than it is; so clipped
+    # red / blue is rebuilt from green, and a pixel with green clipped is a lower bound
+    censored = None
+    if float(img.max()) <= 1.0001:
+        I, censored = _unclip(I, opts.clip_level)
 
     a, w_fit = _robust_fit(N, I, pw, opts, censored)
     a = _regularise_positive(a, opts.floor)
@@ -206,6 +210,28 @@ def _feature_mask(faces, h, w, scale) -> np.ndarray:
             cv2.fillConvexPoly(mask, hull, 1, lineType=cv2.LINE_8, shift=4)
     mask = cv2.dilate(mask, np.ones((3, 3), np.uint8))
     return mask.astype(bool)
+
+
+def _unclip(I, level):
+    """Clipped samples of display-referred input -> (I with clipped channels rebuilt where green
+    is not clipped, censored (n,) bool: green clipped, the sample only a lower bound).
+
+    Skin clips in red first, then green, then blue: a clipped red or blue channel is rebuilt
+    from the sample's green by the median ratio of the unclipped samples (and never below what
+    was recorded), as raw converters reconstruct highlights; where green is clipped too, the
+    sample says only that the radiance is at least that."""
+    clipped = I >= level
+    if not clipped.any():
+        return I, None
+    whole = ~clipped.any(axis=1) & (I[:, 1] > 1e-6)
+    if whole.sum() >= 10:
+        ratio = np.median(I[whole] / I[whole, 1:2], axis=0)
+    else:
+        ratio = np.ones(3)
+    censored = clipped[:, 1]
+    rebuilt = np.maximum(I, I[:, 1:2] * ratio[None, :])
+    I = np.where(clipped & ~censored[:, None], rebuilt, I)
+    return I, censored
 
 
 def _robust_fit(N, I, prior_w, opts: LightingOptions, censored=None):
