@@ -17,8 +17,8 @@ offering the same small interface:
 
 Every input is a uint8 RGB image (H, W, 3). The models are created lazily on first use, so a
 backend that is never asked for pose never loads the pose model. The face-mesh topology
-(triangles, contour index sets) is exported here too, as plain numpy arrays, so that the
-geometry stage does not need mediapipe either.
+(triangles, contour index sets, mirror pairs) is exported here too, as plain numpy arrays, so
+that the geometry and lighting stages do not need mediapipe either.
 """
 from __future__ import annotations
 
@@ -253,6 +253,45 @@ def face_mesh_triangles() -> np.ndarray:
     of the whole mesh is fixed later, per face, from the landmarks (see geometry)."""
     edges = _solutions().face_mesh_connections.FACEMESH_TESSELATION
     return _triangles_from_edges(edges)
+
+
+# the mesh's left-right twins (i, j), i < j, as made by tools/face_mesh_mirror.py: the 190 pairs
+# that at least half of 7 near-frontal faces agreed on (the built-in portrait, two light-stage
+# renders and the first frames of four talking-head clips). Midline landmarks are their own
+# twins and are not listed; in the eyes and lips (rarely symmetric: gaze, expression) a pair may
+# be a neighbour off, which the lighting fit does not mind: it leaves those regions out
+FACE_MESH_MIRROR_PAIRS = (
+    (3, 248), (7, 466), (20, 250), (21, 251), (22, 252), (23, 253), (24, 254), (25, 255),
+    (26, 256), (28, 258), (31, 261), (32, 262), (34, 264), (35, 265), (36, 266), (37, 267),
+    (38, 268), (39, 269), (41, 271), (43, 273), (44, 274), (45, 275), (46, 276), (47, 277),
+    (48, 278), (49, 279), (50, 280), (51, 281), (54, 284), (55, 285), (56, 286), (57, 287),
+    (58, 288), (59, 289), (60, 290), (64, 294), (65, 295), (66, 296), (67, 297), (68, 298),
+    (69, 299), (70, 300), (71, 301), (72, 302), (73, 303), (75, 305), (76, 292), (79, 309),
+    (82, 312), (83, 313), (84, 314), (85, 315), (86, 316), (87, 317), (89, 319), (90, 320),
+    (91, 321), (92, 322), (93, 323), (96, 325), (97, 326), (98, 327), (99, 328), (100, 329),
+    (101, 330), (102, 331), (103, 332), (104, 333), (105, 334), (106, 335), (107, 336), (108, 337),
+    (109, 338), (110, 339), (111, 340), (112, 341), (113, 342), (114, 343), (115, 344), (116, 345),
+    (117, 346), (118, 347), (119, 348), (120, 349), (121, 350), (122, 351), (123, 352), (124, 353),
+    (125, 354), (126, 355), (127, 356), (128, 357), (129, 358), (131, 360), (132, 361), (133, 382),
+    (134, 363), (135, 364), (136, 365), (137, 366), (138, 367), (139, 368), (140, 369), (141, 370),
+    (142, 371), (143, 372), (144, 373), (145, 374), (146, 375), (147, 376), (148, 377), (149, 378),
+    (150, 379), (153, 380), (154, 381), (155, 362), (156, 383), (157, 384), (158, 385), (159, 386),
+    (160, 387), (162, 389), (165, 391), (166, 392), (167, 393), (169, 394), (170, 395), (171, 396),
+    (172, 397), (173, 398), (174, 399), (176, 400), (177, 401), (178, 311), (179, 403), (180, 404),
+    (181, 405), (182, 406), (186, 410), (187, 411), (188, 412), (189, 413), (190, 414), (192, 416),
+    (193, 417), (194, 418), (196, 419), (198, 420), (201, 421), (202, 422), (203, 423), (204, 424),
+    (205, 425), (206, 426), (207, 427), (208, 428), (209, 429), (210, 430), (211, 431), (212, 432),
+    (213, 433), (214, 434), (215, 435), (216, 436), (217, 437), (218, 438), (219, 439), (220, 440),
+    (221, 441), (222, 442), (226, 446), (227, 447), (228, 448), (229, 449), (230, 450), (231, 451),
+    (232, 452), (233, 453), (234, 454), (235, 455), (236, 456), (237, 457), (238, 458), (239, 459),
+    (240, 460), (241, 461), (242, 462), (243, 463), (244, 464), (245, 465),
+)
+
+
+def face_mesh_mirror_pairs() -> np.ndarray:
+    """(P, 2) int32: pairs of face-mesh landmarks that are each other's left-right mirror image
+    (faces are close to symmetric: the two have about the same albedo)."""
+    return np.array(FACE_MESH_MIRROR_PAIRS, dtype=np.int32)
 
 
 def _triangles_from_edges(edges) -> np.ndarray:

@@ -19,6 +19,11 @@ above rather than towards none (real-world illumination is brighter from above: 
 sun; in HDRI collections the band-1 "up" coefficient averages about 0.3-0.4 of the constant
 one, ``prior_up``).
 
+A face is close to left-right symmetric, so the brightness ratio of two mirror-image points (a
+pair of face-mesh landmarks on the skin) is the ratio of their irradiances, whatever their albedo:
+those ratios are added to the fit as constraints (``symmetry``), which hold the left-right part
+of the light (the side a window is on) against a face's albedo variations.
+
 Where the input clips (8-bit video at its white: a face overexposed by a hard light), the lit
 side still counts: a clipped red (skin clips in red first) or blue channel is rebuilt from the
 pixel's green, and where green clips too the pixel only says that the radiance is at least the
@@ -57,6 +62,10 @@ class LightingOptions:
     ridge_band1: float = 0.1  # ridge on the band-1 coefficients, relative to the data energy
     ridge_band2: float = 0.5
     prior_up: float = 0.3  # the band-1 "up" coefficient is shrunk towards this x the constant one (light from above)
+    # weight of the mirror-pair constraints (a face's albedo is close to left-right symmetric: the
+    # ratio of two mirror landmarks' brightness is the ratio of their shading), relative to the
+    # data's; 0 = off
+    symmetry: float = 0.3
     ridge_colour: float = 10.0  # ridge pulling each channel's shape towards the luminance shape (colour that changes with direction needs strong evidence: no coloured rims)
     floor: float = 0.2  # min irradiance over the visible hemisphere, fraction of its mean
     dark_level: float = 0.003  # ignore pixels darker than this (linear luminance) ...
@@ -123,7 +132,11 @@ def estimate_source_lighting(input_linear: np.ndarray, perception: Perception, g
     if float(img.max()) <= 1.0001:
         I, censored = _unclip(I, opts.clip_level)
 
-    a, w_fit = _robust_fit(N, I, pw, opts, censored)
+    mirror = None
+    if has_face and opts.symmetry > 0:
+        usable = valid & (img.max(axis=-1) < opts.clip_level)
+        mirror = _mirror_rows(luminance(img), normals, usable, perception.face_landmarks, w / W)
+    a, w_fit = _robust_fit(N, I, pw, opts, censored, mirror)
     a = _regularise_positive(a, opts.floor)
     if censored is not None and (~censored).sum() >= opts.min_pixels:
         # a clipped pixel's colour and level are not the surface's: the colour split and the
@@ -234,7 +247,37 @@ def _unclip(I, level):
     return I, censored
 
 
-def _robust_fit(N, I, prior_w, opts: LightingOptions, censored=None):
+def _mirror_rows(lum, normals, usable, faces, scale) -> Optional[np.ndarray]:
+    """Constraint rows (P, 9) of the luminance fit, one per mirror pair of face-mesh landmarks
+    (i, j) on usable skin: L_i Y(n_j) - L_j Y(n_i) (divided by the pairs' mean level), which is
+    0 for the true irradiance when the two points have the same albedo. None for fewer than 10."""
+    from ..models.mediapipe_backend import face_mesh_mirror_pairs
+
+    pairs = face_mesh_mirror_pairs()
+    h, w = usable.shape
+    smooth = cv2.GaussianBlur(np.asarray(lum, np.float32), (0, 0), 1.0)  # (landmarks are a pixel or so off)
+    rows = []
+    for lm in faces:
+        xy = np.asarray(lm, np.float64)[:, :2] * scale
+        col = np.clip(np.round(xy[:, 0]).astype(np.int64), 0, w - 1)
+        row = np.clip(np.round(xy[:, 1]).astype(np.int64), 0, h - 1)
+        i, j = pairs[:, 0], pairs[:, 1]
+        ok = usable[row[i], col[i]] & usable[row[j], col[j]]
+        i, j = i[ok], j[ok]
+        if i.size == 0:
+            continue
+        Li = smooth[row[i], col[i]].astype(np.float64)
+        Lj = smooth[row[j], col[j]].astype(np.float64)
+        Yi = sh_basis(normals[row[i], col[i]]).astype(np.float64)
+        Yj = sh_basis(normals[row[j], col[j]]).astype(np.float64)
+        level = max(float(np.mean(Li + Lj)) * 0.5, 1e-8)
+        rows.append((Li[:, None] * Yj - Lj[:, None] * Yi) / level)
+    if not rows or sum(len(r) for r in rows) < 10:
+        return None
+    return np.concatenate(rows)
+
+
+def _robust_fit(N, I, prior_w, opts: LightingOptions, censored=None, mirror=None):
     """Ridge-regularised IRLS fit of I (n, 3) ~ Y(N) a -> (a (9, 3), final sample weights).
 
     The luminance is fitted with a ridge towards the prior (the shape of the lighting: no
@@ -244,7 +287,9 @@ def _robust_fit(N, I, prior_w, opts: LightingOptions, censored=None):
     a lower bound (a clipped channel); the first iteration leaves them all out, each later one
     those that the last fit already predicts at least as bright (the constraint holds), and fits
     the rest at their value, so a clipped, directly lit side pulls the fit up to the clip and no
-    further (an active-set form of censored regression)."""
+    further (an active-set form of censored regression). ``mirror``: rows R (P, 9) with R a = 0
+    for the true luminance shape (:func:`_mirror_rows`), weighted ``opts.symmetry`` against
+    the data and, like the samples, down-weighted where they disagree with the fit."""
     if censored is not None and not censored.any():
         censored = None
     Y = sh_basis(N).astype(np.float64)
@@ -256,6 +301,9 @@ def _robust_fit(N, I, prior_w, opts: LightingOptions, censored=None):
     w = prior_w.copy()
     a = np.zeros((9, 3))
     a_l = None
+    if mirror is not None:
+        mirror_w = np.ones(len(mirror))
+        mirror_scale = opts.symmetry / max(float(np.trace(mirror.T @ mirror)) / 9.0, 1e-12)
     for it in range(max(1, opts.robust_iters)):
         if censored is not None:  # (the first fit without them, as a start)
             w = np.where(censored & (pred @ luma >= lum) if it > 0 else censored, 0.0, w)
@@ -263,11 +311,20 @@ def _robust_fit(N, I, prior_w, opts: LightingOptions, censored=None):
         A = Y.T @ Yw
         energy = np.trace(A) / 9.0
         D = np.diag(shape_ridge * energy)
+        S = 0.0
+        if mirror is not None:
+            S = (mirror * mirror_w[:, None]).T @ mirror * (mirror_scale * energy)
         if a_l is None:  # the level of the prior comes from a first, plain fit
-            a_l = np.linalg.solve(A + D, Yw.T @ lum)
+            a_l = np.linalg.solve(A + D + S, Yw.T @ lum)
         mean = np.zeros(9)
         mean[1] = opts.prior_up * max(float(a_l[0]), 0.0)  # basis 1 is 0.4886 y: light from above
-        a_l = np.linalg.solve(A + D, Yw.T @ lum + D @ mean)
+        a_l = np.linalg.solve(A + D + S, Yw.T @ lum + D @ mean)
+        if mirror is not None:
+            # gross mismatches of the two sides' shading down-weighted (a cast shadow or a
+            # strand of hair on one side, a landmark off), on a scale 4x the samples': a pair
+            # is there to pull the fit, so one that merely disagrees with it must count
+            e = (mirror @ a_l) / max(float(np.mean(Y @ a_l)), 1e-12)
+            mirror_w = 1.0 / (1.0 + (e / (4.0 * opts.robust_scale)) ** 2)
         # per channel: ridge towards a_l scaled by the channel / luminance level
         level = (Yw.T @ I)[0] / max(float((Yw.T @ lum)[0]), 1e-12)  # ratio of weighted means
         prior = a_l[:, None] * level[None, :]
