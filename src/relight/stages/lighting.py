@@ -139,8 +139,8 @@ def estimate_source_lighting(input_linear: np.ndarray, perception: Perception, g
     a, w_fit = _robust_fit(N, I, pw, opts, censored, mirror)
     a = _regularise_positive(a, opts.floor)
     if censored is not None and (~censored).sum() >= opts.min_pixels:
-        # a clipped pixel's colour and level are not the surface's: the colour split and the
-        # scale below use the others
+        # a pixel with green clipped says too little of the surface's colour and level: the
+        # colour split and the scale below use the others (a rebuilt red has the skin's ratio)
         N, I, w_fit = N[~censored], I[~censored], w_fit[~censored]
 
     # -- albedo / light-colour split
@@ -284,7 +284,7 @@ def _robust_fit(N, I, prior_w, opts: LightingOptions, censored=None, mirror=None
     direction but light from above, ``opts.prior_up``); each channel is then fitted with a ridge
     towards that shape scaled to the channel's level, so colour differences between directions
     need stronger evidence than the shape itself. ``censored`` (n,) bool: samples whose value is
-    a lower bound (a clipped channel); the first iteration leaves them all out, each later one
+    a lower bound (green clipped: :func:`_unclip`); the first iteration leaves them all out, each later one
     those that the last fit already predicts at least as bright (the constraint holds), and fits
     the rest at their value, so a clipped, directly lit side pulls the fit up to the clip and no
     further (an active-set form of censored regression). ``mirror``: rows R (P, 9) with R a = 0
