@@ -73,7 +73,7 @@ def main(argv):
     if not faces:
         sys.exit("error: no face found")
     pairs = sorted(p for p, n in votes.items() if 2 * n >= faces)
-    print(f"# {len(pairs)} pairs agreed on by at least half of {faces} faces")
+    print(f"# {len(pairs)} pairs agreed on by at least half of {faces} face(s)")
     print("FACE_MESH_MIRROR_PAIRS = (")
     for k in range(0, len(pairs), 8):
         print("    " + " ".join(f"({a}, {b})," for a, b in pairs[k:k + 8]))

@@ -135,7 +135,7 @@ def estimate_source_lighting(input_linear: np.ndarray, perception: Perception, g
     mirror = None
     if has_face and opts.symmetry > 0:
         usable = valid & (img.max(axis=-1) < opts.clip_level)
-        mirror = _mirror_rows(luminance(img), normals, usable, perception.face_landmarks, w / W)
+        mirror = _mirror_rows(lum, normals, usable, perception.face_landmarks, w / W)
     a, w_fit = _robust_fit(N, I, pw, opts, censored, mirror)
     a = _regularise_positive(a, opts.floor)
     if censored is not None and (~censored).sum() >= opts.min_pixels:
