@@ -84,22 +84,32 @@ def test_strength_zero_keeps_the_input(tmp_path, portrait_png, portrait_rgb, sun
     assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 3
 
 
+def _face_sides(out, portrait_png, hdri, *options):
+    """Relight the portrait over black with ``options``: the mean brightness of the face's image-left
+    and image-right halves."""
+    assert run_cli("run", portrait_png, "--hdri", hdri, *options, "--background", "#000000", "-o", out, "-q") == 0
+    img = read_png(out).astype(float).mean(2)
+    h, w = img.shape
+    face = img[int(0.16 * h):int(0.36 * h)]  # the astronaut's face: x 0.35..0.53 of the width
+    cx = int(0.44 * w)
+    return face[:, cx - int(0.07 * w):cx].mean(), face[:, cx:cx + int(0.07 * w)].mean()
+
+
 def test_light_direction_follows_the_hdri_and_pan(tmp_path, portrait_png, sun_left_hdri):
     """A sun on the camera's left makes the image-left half of the face brighter; pan 180 flips it."""
-    def face_sides(pan):
-        out = tmp_path / f"pan{pan}.png"
-        assert run_cli("run", portrait_png, "--hdri", sun_left_hdri, "--pan", pan, "--background", "#000000",
-                       "-o", out, "-q") == 0
-        img = read_png(out).astype(float).mean(2)
-        h, w = img.shape
-        face = img[int(0.16 * h):int(0.36 * h)]  # the astronaut's face: x 0.35..0.53 of the width
-        cx = int(0.44 * w)
-        return face[:, cx - int(0.07 * w):cx].mean(), face[:, cx:cx + int(0.07 * w)].mean()
-
-    left, right = face_sides(0)
+    left, right = _face_sides(tmp_path / "pan0.png", portrait_png, sun_left_hdri, "--pan", 0)
     assert left > 1.15 * right
-    left, right = face_sides(180)
+    left, right = _face_sides(tmp_path / "pan180.png", portrait_png, sun_left_hdri, "--pan", 180)
     assert right > 1.15 * left
+
+
+def test_fill_lifts_the_shadow_side_of_a_hard_key_only(tmp_path, portrait_png, sun_left_hdri):
+    """--fill: under a sun on the camera's left, the face's image-right (shadow) half gets
+    brighter as the fill goes up from 0 (the HDRI's light alone); the lit half stays."""
+    lit0, dark0 = _face_sides(tmp_path / "fill0.png", portrait_png, sun_left_hdri, "--fill", 0)
+    lit1, dark1 = _face_sides(tmp_path / "fill05.png", portrait_png, sun_left_hdri, "--fill", 0.5)
+    assert dark1 > 1.2 * dark0
+    assert lit1 == pytest.approx(lit0, rel=0.05)
 
 
 def test_exr_output_is_scene_linear(tmp_path, portrait_png):

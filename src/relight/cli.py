@@ -57,7 +57,7 @@ def _add_relight_options(p: argparse.ArgumentParser) -> None:
                         "(left/right as seen in the frame; front = from the camera; back = rim light). "
                         "Overrides --pan. Default: off")
     g = p.add_argument_group("look")
-    for name in ("fg_gain", "bg_gain", "blur", "specular", "strength", "vfov"):
+    for name in ("fg_gain", "bg_gain", "blur", "specular", "fill", "strength", "vfov"):
         lo, hi, text = RANGES[name]
         g.add_argument("--" + name.replace("_", "-"), dest=name, type=_range_type(name), default=default_of(name),
                        metavar="DEG" if name == "vfov" else "X",
@@ -163,7 +163,8 @@ def _add_common_options(p: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace) -> RelightSettings:
     return RelightSettings(hdri=args.hdri, pan=args.pan, autorotate=args.autorotate, light_from=args.light_from,
                            vfov=args.vfov, fg_gain=args.fg_gain, bg_gain=args.bg_gain, blur=args.blur,
-                           specular=args.specular, strength=args.strength, background=args.background)
+                           specular=args.specular, fill=args.fill, strength=args.strength,
+                           background=args.background)
 
 
 def _cmd_run(args) -> int:

@@ -90,6 +90,7 @@ class Relighter:
         pixels = self.hdri.pixels
         self.pan0 = envmap.pan_for_light_from(pixels, settings.light_from) if settings.light_from else float(settings.pan)
         self.target_hdri = TargetHDRI(pixels)
+        self.render_options = RenderOptions(fill=float(self.settings.fill))
         self.linear_output = linear_output
         self.temporal: Optional[TemporalStabilizer] = None
         if video and temporal is not False:
@@ -384,11 +385,11 @@ class Relighter:
         if not plan.refresh and self._field_smoother is not None:
             carried = self._field_smoother.carry(plan.motion)
         if carried is not None:  # the last fields, moved along the flow (see analyse)
-            pf = PersonFields(fields=carried, size=(h, w), albedo_max=float(RenderOptions().albedo_max),
-                              catchlights=catchlights_on(perception, target, s.specular))
+            pf = PersonFields(fields=carried, size=(h, w), albedo_max=float(self.render_options.albedo_max),
+                              catchlights=catchlights_on(perception, target, s.specular, self.render_options))
         else:
             pf = person_fields(plan.pixels, perception, geometry, plan.source, target, specular=s.specular,
-                               work_image=work.image)
+                               options=self.render_options, work_image=work.image)
             if self._field_smoother is not None:
                 pf.fields = self._field_smoother.smooth(pf.fields, plan.motion)
         if work.deflicker is not None:
@@ -402,7 +403,8 @@ class Relighter:
             return out
         lin = plan.lin
         person_in = composite_stage.decontaminate(lin, perception.matte, fields=work.edges)
-        person = apply_fields(person_in, pf, perception, geometry, target, specular=s.specular)
+        person = apply_fields(person_in, pf, perception, geometry, target, specular=s.specular,
+                              options=self.render_options)
         person *= np.float32(gain)
         t = self.timer.add("render", t)
         m = perception.matte if weight >= 1.0 else perception.matte * np.float32(weight)
@@ -455,7 +457,8 @@ class Relighter:
                     e = upsample_fields(work.edges, H, W, box)[band]
                     person_in[band] = composite_stage.solve_edge_pixels(person_in[band], m[band][:, None],
                                                                         e[:, :3], e[:, 3:])
-                person = apply_fields(person_in, pf, perception, geometry, target, specular=s.specular, box=box)
+                person = apply_fields(person_in, pf, perception, geometry, target, specular=s.specular,
+                                      options=self.render_options, box=box)
                 person *= np.float32(gain)
                 patch_bg = None if bg is None else (bg if np.ndim(bg) == 1 else to_linear(bg[y0:y1, x0:x1]))
                 comp = composite_stage.composite(person, lin, alpha[y0:y1, x0:x1], patch_bg,

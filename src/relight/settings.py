@@ -20,6 +20,9 @@ RANGES = {
     "bg_gain": (0.0, 4.0, "scales the brightness of the HDRI background"),
     "blur": (0.0, 1.0, "blurs the background (0 sharp, 1 very soft)"),
     "specular": (0.0, 2.0, "scales specular highlights"),
+    "fill": (0.0, 1.0, "soft fill under the shadow side of a hard light: the diffuse light on the person is kept "
+                       "above this fraction of its average over a face turned to the camera (0 = the HDRI's light "
+                       "alone, as a CG render of the set has it)"),
     "strength": (0.0, 1.0, "blends between the input person (0) and the fully relit person (1)"),
 }
 
@@ -47,6 +50,7 @@ class RelightSettings:
     bg_gain: float = 1.0
     blur: float = 0.0
     specular: float = 1.0
+    fill: float = 0.2  # (what it trades, measured: stages.render.RenderOptions.fill)
     strength: float = 1.0
     background: str = "hdri"
 

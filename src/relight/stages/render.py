@@ -46,6 +46,7 @@ import numpy as np
 
 from .. import kernels
 from ..colour import REC709_LUMA, luminance, to_linear
+from ..settings import default_of
 from ..envmap import (COSINE_LOBE, SH_BAND, direction_to_uv, downsample, eval_sh, irradiance_sh, pixel_grid,
                       project_sh, sample, solid_angles, uv_to_direction)
 from ..types import Geometry, Perception, SourceLighting, TargetLighting
@@ -107,7 +108,8 @@ class RenderOptions:
     # receives on average (a soft floor, sqrt(E^2 + floor^2)), as a cinematographer's fill light
     # keeps the shadow side of a hard key readable. Without it a hard key (the studio preset)
     # crushes half the face to a few 8-bit codes: its detail is lost and what is left is
-    # mostly quantisation that flickers as the face moves.
+    # mostly quantisation that flickers as the face moves. Its default is the user setting's
+    # (``--fill``, RelightSettings.fill), which the pipeline passes here.
     # Measured trade-off (keep it in mind before changing either): with skin_weight, it costs
     # `relight eval`'s light-dir 0.6 degrees (17.0 -> 17.6 when both came in, si-RMSE 0.461 ->
     # 0.458; later, undoing either alone gave back 0.2, both 0.5). Its sqrt knee also lifts
@@ -115,7 +117,7 @@ class RenderOptions:
     # (E^4 + floor^4)^(1/4), acting only near the floor, gave back 0.2 degrees but lowered the
     # temporal sweep's detail SSIM by 0.005-0.007 and raised its warp-error ratio by
     # 0.002-0.005 on s18 and d6 under forest.
-    fill: float = 0.2
+    fill: float = default_of("fill")
 
 
 # ----------------------------------------------------------------------------- lights
