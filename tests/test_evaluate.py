@@ -15,7 +15,8 @@ from relight import envmap
 from relight.colour import linear_to_srgb8, luminance
 from relight.errors import InputError, UsageError
 from relight.evaluate import (
-    Render, Truth, coverage_mask, evaluate, light_direction, main_eval, score, select_pairs, si_rmse)
+    LightStage, Render, Truth, coverage_mask, evaluate, light_direction, main_eval, make_method, score, select_pairs,
+    si_rmse)
 from relight.io.exr import write_exr
 
 SIZE = 48
@@ -256,6 +257,31 @@ def test_relight_method_runs(lightstage, tmp_path):
     row = res["results"]["relight"]["pairs"][0]
     assert row["si_rmse"] is not None and 0.0 <= row["si_rmse"] < 2.0
     assert res["normals"]["renders"] == 1 and res["normals"]["mean_angle_deg"] is not None
+
+
+def test_relight_method_takes_the_fill_setting(lightstage, tmp_path, capsys):
+    """``relight eval --fill X`` relights with that fill (a floor under the target's diffuse
+    light: it only lifts, and lifts the shadow side), says so in the table and eval.json, and
+    refuses a value out of range."""
+    pytest.importorskip("mediapipe")
+    data = LightStage(lightstage)
+    src, dst = select_pairs(data.renders)[0]
+    lum = {}
+    for fill in (0.0, 0.5):
+        method = make_method("relight", fill=fill)
+        try:
+            lum[fill] = luminance(method(data, src, dst))[data.mask(src)]
+        finally:
+            method.close()
+    assert np.mean(lum[0.5] >= lum[0.0] - 1e-4) > 0.99
+    assert np.percentile(lum[0.5], 10) > 1.2 * np.percentile(lum[0.0], 10)
+    out = tmp_path / "o"
+    args = [str(lightstage), "--out", str(out), "--methods", "relight", "--max-pairs", "1", "--no-normals"]
+    assert main_eval(args + ["--fill", "0"]) == 0
+    assert "--fill 0" in capsys.readouterr().out.splitlines()[0]
+    assert json.loads((out / "eval.json").read_text())["settings"] == {"fill": 0.0}
+    assert main_eval(args + ["--fill", "1.5", "--quiet"]) == 2
+    assert "--fill must be in 0..1" in capsys.readouterr().err
 
 
 def test_bad_dataset_dirs(tmp_path, lightstage):

@@ -83,6 +83,7 @@ import numpy as np
 
 from .colour import REC709_LUMA, linear_to_srgb8, linear_to_srgb_float, luminance, srgb_to_linear
 from .errors import InputError, OutputError, RelightError, UsageError
+from .settings import RANGES, RelightSettings, default_of
 
 METHODS = ("identity", "gain", "relight", "oracle")
 DEFAULT_METHODS = ("identity", "gain", "relight")
@@ -473,7 +474,8 @@ class Relight(Method):
 
     name = "relight"
 
-    def __init__(self):
+    def __init__(self, **settings):
+        self._settings = settings  # other RelightSettings fields (fill ...)
         self._key = None
         self._relighter = None
         self._perceiver = None
@@ -488,7 +490,8 @@ class Relight(Method):
             self._drop()
             if self._perceiver is None:
                 self._perceiver = Perceiver(video=False, use_segmentation=False)
-            self._relighter = Relighter(RelightSettings(hdri=target.hdri_path, pan=target.pan, background="#000000"),
+            self._relighter = Relighter(RelightSettings(hdri=target.hdri_path, pan=target.pan, background="#000000",
+                                                        **self._settings),
                                         video=False, perceiver=self._perceiver)
             self._key = key
         comp = self._relighter.process_composite(data.image(source), matte=data.alpha(source), scene_linear=True)
@@ -507,7 +510,8 @@ class Relight(Method):
         self._perceiver = None
 
 
-def make_method(name: str, sh: Optional[_HdriSH] = None) -> Method:
+def make_method(name: str, sh: Optional[_HdriSH] = None, **settings) -> Method:
+    """The method called ``name``; ``settings``: RelightSettings fields for ``relight``."""
     if name == "identity":
         return Identity()
     if name == "gain":
@@ -515,7 +519,7 @@ def make_method(name: str, sh: Optional[_HdriSH] = None) -> Method:
     if name == "oracle":
         return Oracle(sh)
     if name == "relight":
-        return Relight()
+        return Relight(**settings)
     raise UsageError(f"unknown evaluation method {name!r} (choose from {', '.join(METHODS)})")
 
 
@@ -628,18 +632,24 @@ def _clean(x):
 
 def evaluate(dataset_dir, out_dir="eval-out", methods=DEFAULT_METHODS, max_pairs: Optional[int] = None,
              pairs_per_pose: int = PAIRS_PER_POSE, normals: bool = True, sheet_pairs: int = SHEET_PAIRS,
-             show_progress: bool = True) -> dict:
+             show_progress: bool = True, **settings) -> dict:
     """Evaluate ``methods`` on the light-stage set in ``dataset_dir``; write ``eval.json``,
     ``table.txt`` and ``contact_sheet.png`` into ``out_dir`` (created if needed; None writes
     nothing) and return the summary (the JSON's content plus ``table``, the printed text).
 
     ``normals``: also run the normals check (only when ``relight`` is among the methods).
+    ``settings``: other :class:`~relight.settings.RelightSettings` fields the ``relight``
+    method runs with (``fill=0.0`` ...), recorded in the summary.
     Raises :class:`InputError` for a bad set, :class:`UsageError` for bad options."""
     methods = parse_methods(methods)
     if max_pairs is not None and int(max_pairs) < 1:
         raise UsageError(f"--max-pairs must be at least 1, got {max_pairs}")
     if int(pairs_per_pose) < 1:
         raise UsageError(f"--pairs-per-pose must be at least 1, got {pairs_per_pose}")
+    try:
+        RelightSettings(**settings).validated()
+    except TypeError as exc:
+        raise UsageError(f"unknown relight setting: {exc}") from None
     data = LightStage(dataset_dir)
     pairs = select_pairs(data.renders, int(pairs_per_pose))
     if max_pairs is not None:
@@ -663,7 +673,7 @@ def evaluate(dataset_dir, out_dir="eval-out", methods=DEFAULT_METHODS, max_pairs
     sheet_rows: List[Tuple[int, str, list]] = []
 
     sh = _HdriSH()
-    runners = {m: make_method(m, sh) for m in methods}
+    runners = {m: make_method(m, sh, **settings) for m in methods}
     seconds = defaultdict(float)
     per_pair: Dict[str, list] = {m: [] for m in methods}
     start = time.perf_counter()
@@ -715,6 +725,7 @@ def evaluate(dataset_dir, out_dir="eval-out", methods=DEFAULT_METHODS, max_pairs
         "pairs_evaluated": len(pairs),
         "poses": sorted({s.pose for s, _ in pairs}),
         "methods": list(methods),
+        "settings": dict(settings),
         "definitions": {
             "scored_pixels": f"alpha > {COVERED_ALPHA}, eroded by {ERODE_PX} px (5x5 square)",
             "si_rmse": "luminance; least-squares scale of output onto ground truth; RMSE / RMS(ground truth)",
@@ -760,7 +771,8 @@ def format_table(summary: dict) -> str:
     methods = summary["methods"]
     res = summary["results"]
     lines = [f"relight eval: {summary['pairs_evaluated']} pairs, poses {', '.join(f'{p:g}' for p in summary['poses'])}"
-             f" ({summary['dataset']})", ""]
+             f" ({summary['dataset']})"
+             + "".join(f"; --{k.replace('_', '-')} {v:g}" for k, v in (summary.get("settings") or {}).items()), ""]
     lines.append(f"{'method':<10} {'si-RMSE(lum)':>12} {'si-RMSE(rgb)':>12} {'SSIM(lum)':>10} "
                  f"{'light-dir':>10} {'s/pair':>7}")
     for m in methods:
@@ -984,6 +996,10 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sheet-pairs", type=int, default=SHEET_PAIRS, metavar="N",
                    help="pairs shown in the contact sheet (each with every method). Default: %(default)s")
     p.add_argument("--no-normals", action="store_true", help="skip the normals check (run with relight)")
+    lo, hi, text = RANGES["fill"]
+    p.add_argument("--fill", type=float, default=None, metavar="X",
+                   help=f"the relight method's (and the video sheet's) --fill: {text}. Range {lo:g}..{hi:g}, "
+                        f"default {default_of('fill'):g}")
     p.add_argument("--video-sheet", nargs="+", default=None, metavar="CLIP",
                    help="also (or, without DIR, only) write OUT/video_sheet.png: frames of these videos or images "
                         "relit to --sheet-hdris at --sheet-pans over the HDRI background, for looking at")
@@ -1015,6 +1031,7 @@ def add_eval_parser(subparsers, **kwargs) -> argparse.ArgumentParser:
 def cmd_eval(args: argparse.Namespace) -> int:
     """Run ``relight eval`` from parsed arguments; raises RelightError subclasses on failure."""
     clips = getattr(args, "video_sheet", None)
+    settings = {} if getattr(args, "fill", None) is None else {"fill": float(args.fill)}
     if args.dataset is None and not clips:
         raise UsageError("relight eval needs a light-stage set DIR, or --video-sheet CLIP...")
     sheet = None
@@ -1026,7 +1043,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         except ValueError:
             raise UsageError("--sheet-pans and --sheet-frames take comma-separated numbers") from None
         sheet = video_sheet(clips, os.path.join(args.out, "video_sheet.png"), hdris=hdris, pans=pans, frames=frames,
-                            show_progress=not args.quiet)
+                            show_progress=not args.quiet, **settings)
         if args.dataset is None:
             if args.json:
                 print(json.dumps(_clean(sheet)))
@@ -1035,7 +1052,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             return 0
     summary = evaluate(args.dataset, out_dir=args.out, methods=args.methods, max_pairs=args.max_pairs,
                        pairs_per_pose=args.pairs_per_pose, normals=not args.no_normals,
-                       sheet_pairs=args.sheet_pairs, show_progress=not args.quiet)
+                       sheet_pairs=args.sheet_pairs, show_progress=not args.quiet, **settings)
     if sheet is not None:
         summary.setdefault("files", {})["video_sheet"] = sheet["sheet"]
     if args.json:
