@@ -46,9 +46,9 @@ import numpy as np
 
 from .. import kernels
 from ..colour import REC709_LUMA, luminance, to_linear
-from ..settings import default_of
 from ..envmap import (COSINE_LOBE, SH_BAND, direction_to_uv, downsample, eval_sh, irradiance_sh, pixel_grid,
                       project_sh, sample, solid_angles, uv_to_direction)
+from ..settings import default_of
 from ..types import Geometry, Perception, SourceLighting, TargetLighting
 
 SH_MAP_WIDTH = 128  # the HDRI is area-averaged to 128 x 64 for the SH projection
